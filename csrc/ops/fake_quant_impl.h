@@ -1,0 +1,63 @@
+#pragma once
+// The device-independent body of fake_quant and its backward; each device's registration
+// instantiates it with its own kernels, so checks and shapes are handled once.
+#include <cmath>
+
+#include "ops/kernels.h"
+
+namespace torchqat {
+namespace detail {
+
+using FwdKernel = void (*)(const KernelArgs&, at::Tensor&);
+using BwdKernel = void (*)(const KernelArgs&, const at::Tensor&, at::Tensor&, at::Tensor&);
+
+template <FwdKernel K>
+at::Tensor fake_quant_impl(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned,
+                           bool narrow_range, std::optional<int64_t> axis) {
+  const char* op = "torchqat.fake_quant";
+  const QuantRange r = quant_range(op, num_bits, is_unsigned, narrow_range);
+  const Layout L = resolve_layout(op, x, amax, axis);
+  at::Tensor out = at::empty_like(L.x);  // dense input: same strides (channels_last stays channels_last)
+  if (L.x.numel() > 0) K({L, r}, out);
+  return out;
+}
+
+template <BwdKernel K>
+std::tuple<at::Tensor, at::Tensor> fake_quant_backward_impl(const at::Tensor& grad, const at::Tensor& x,
+                                                            const at::Tensor& amax, int64_t num_bits,
+                                                            bool is_unsigned, bool narrow_range,
+                                                            std::optional<int64_t> axis, bool amax_grad) {
+  const char* op = "torchqat.fake_quant_backward";
+  const QuantRange r = quant_range(op, num_bits, is_unsigned, narrow_range);
+  const Layout L = resolve_layout(op, x, amax, axis, /*check_values=*/false);
+  TORCH_CHECK_VALUE(grad.sizes() == x.sizes(), op, ": grad of shape ", grad.sizes(), " does not match x of shape ",
+                    x.sizes());
+  at::Tensor g = grad;
+  if (g.scalar_type() != L.x.scalar_type() || g.strides() != L.x.strides() || g.device() != L.x.device()) {
+    g = at::empty_like(L.x).copy_(grad);
+  }
+  at::Tensor grad_x = at::empty_like(L.x);
+  at::Tensor dstep;
+  if (amax_grad) dstep = at::empty_like(L.x, L.x.options().dtype(at::kFloat));
+  if (L.x.numel() > 0) K({L, r}, g, grad_x, dstep);
+  at::Tensor grad_amax;
+  if (amax_grad) {
+    at::Tensor sums;
+    if (L.axis < 0) {
+      sums = dstep.sum();
+    } else {
+      std::vector<int64_t> dims;
+      for (int64_t d = 0; d < L.x.dim(); ++d)
+        if (d != L.axis) dims.push_back(d);
+      sums = dims.empty() ? dstep : dstep.sum(dims);
+    }
+    // LSQ (Esser et al. 2020): step gradient scaled by 1/sqrt(N * Qp); d step / d amax = 1 / bound.
+    const double per_channel = std::max<double>(1.0, static_cast<double>(L.x.numel()) / L.channels);
+    const double scale = 1.0 / (std::sqrt(per_channel * r.bound) * r.bound);
+    grad_amax = reshape_like_amax(sums * scale, amax);
+  }
+  return {grad_x, grad_amax};
+}
+
+}  // namespace detail
+}  // namespace torchqat

@@ -1,0 +1,46 @@
+// C++ entry points: typed dispatcher calls, so C++ users get device dispatch and autograd.
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include "torchqat/ops.h"
+
+namespace torchqat {
+
+namespace {
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> handle(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
+}  // namespace
+
+at::Tensor fake_quant(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned,
+                      bool narrow_range, std::optional<int64_t> axis) {
+  static auto op = handle<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool, bool,
+                                     std::optional<int64_t>)>("torchqat::fake_quant");
+  return op.call(x, amax, num_bits, is_unsigned, narrow_range, axis);
+}
+
+std::tuple<at::Tensor, at::Tensor> fake_quant_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                       const at::Tensor& amax, int64_t num_bits, bool is_unsigned,
+                                                       bool narrow_range, std::optional<int64_t> axis,
+                                                       bool amax_grad) {
+  static auto op = handle<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                             int64_t, bool, bool, std::optional<int64_t>, bool)>(
+      "torchqat::fake_quant_backward");
+  return op.call(grad, x, amax, num_bits, is_unsigned, narrow_range, axis, amax_grad);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits,
+                                            bool is_unsigned, bool narrow_range, std::optional<int64_t> axis) {
+  static auto op = handle<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t, bool,
+                                                             bool, std::optional<int64_t>)>("torchqat::quantize");
+  return op.call(x, amax, num_bits, is_unsigned, narrow_range, axis);
+}
+
+at::Tensor dequantize(const at::Tensor& q, const at::Tensor& scale, std::optional<int64_t> axis,
+                      std::optional<at::ScalarType> dtype) {
+  static auto op = handle<at::Tensor(const at::Tensor&, const at::Tensor&, std::optional<int64_t>,
+                                     std::optional<at::ScalarType>)>("torchqat::dequantize");
+  return op.call(q, scale, axis, dtype);
+}
+
+}  // namespace torchqat

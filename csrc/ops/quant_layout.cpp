@@ -1,0 +1,107 @@
+#include "ops/quant_layout.h"
+
+#include <atomic>
+
+#include "torchqat/checks.h"
+
+namespace torchqat {
+
+namespace {
+std::atomic<bool> g_cuda_amax_checks{true};
+}
+void set_cuda_amax_checks(bool enabled) { g_cuda_amax_checks.store(enabled); }
+bool cuda_amax_checks() { return g_cuda_amax_checks.load(); }
+
+namespace detail {
+
+QuantRange quant_range(const char* op, int64_t num_bits, bool is_unsigned, bool narrow_range) {
+  TORCH_CHECK_VALUE(num_bits >= 2 && num_bits <= 16, op, ": num_bits must be in [2, 16], got ", num_bits);
+  const float bound = static_cast<float>((int64_t{1} << (num_bits - 1 + (is_unsigned ? 1 : 0))) - 1);
+  float qmin = 0.0f;
+  if (!is_unsigned) qmin = narrow_range ? -bound : -bound - 1.0f;
+  return {bound, qmin, bound};
+}
+
+static bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kDouble;
+}
+
+void check_amax_values(const char* op, const at::Tensor& amax) {
+  if (amax.numel() == 0) return;
+  if (amax.is_cuda() && !cuda_amax_checks()) return;
+  const at::Tensor a = amax.detach().to(at::kFloat);
+  const bool finite = at::isfinite(a).all().item<bool>();
+  TORCH_CHECK_VALUE(finite, op, ": amax must be finite, got ", (at::isnan(a).any().item<bool>() ? "NaN" : "Inf"),
+                    " (amax shape ", amax.sizes(), ")");
+  const float lo = a.min().item<float>();
+  TORCH_CHECK_VALUE(lo >= 0.0f, op, ": amax must be >= 0, got ", lo);
+}
+
+// Axis the amax belongs to when the caller gave none: the one dimension of a
+// broadcast-shaped amax (pytorch-quantization stores weight amax as [K,1,1,1]) that is not 1.
+static int64_t infer_axis(const char* op, const at::Tensor& x, const at::Tensor& amax) {
+  TORCH_CHECK_VALUE(amax.dim() == x.dim(), op, ": amax of shape ", amax.sizes(),
+                    " has several elements but no axis was given; pass axis, or shape amax to broadcast against x of shape ",
+                    x.sizes());
+  int64_t found = -1;
+  for (int64_t d = 0; d < amax.dim(); ++d) {
+    if (amax.size(d) == 1) continue;
+    TORCH_CHECK_VALUE(found < 0, op, ": amax of shape ", amax.sizes(),
+                      " varies along more than one axis; only per-tensor or one-axis amax is supported");
+    found = d;
+  }
+  return found;
+}
+
+Layout resolve_layout(const char* op, const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis,
+                      bool check_values) {
+  TORCH_CHECK(x.defined(), op, ": x is undefined");
+  TORCH_CHECK(amax.defined(), op, ": amax is undefined (the quantizer has no amax: calibrate it or set it)");
+  TORCH_CHECK_TYPE(is_supported_float(x.scalar_type()), op,
+                   ": x must be float32, float16, bfloat16 or float64, got ", x.scalar_type());
+  TORCH_CHECK_TYPE(at::isFloatingType(amax.scalar_type()), op, ": amax must be a floating tensor, got ",
+                   amax.scalar_type());
+  TORCH_CHECK_VALUE(x.device() == amax.device(), op, ": x is on ", x.device(), " but amax is on ", amax.device(),
+                    "; move amax to x's device");
+
+  Layout L;
+  L.axis = -1;
+  if (axis.has_value()) {
+    const int64_t a = *axis;
+    TORCH_CHECK_VALUE(a >= -x.dim() && a < x.dim() && x.dim() > 0, op, ": axis ", a,
+                      " is out of range for x with ", x.dim(), " dimensions");
+    L.axis = a < 0 ? a + x.dim() : a;
+  }
+  if (amax.numel() == 1) {
+    L.axis = -1;  // one amax for everything, whatever the axis
+  } else if (L.axis < 0) {
+    L.axis = infer_axis(op, x, amax);
+  } else {
+    const int64_t k = x.size(L.axis);
+    bool ok = amax.numel() == k;
+    if (ok && amax.dim() > 1) {
+      ok = amax.dim() == x.dim() && amax.size(L.axis) == k;
+    }
+    TORCH_CHECK_VALUE(ok, op, ": amax of shape ", amax.sizes(), " does not match x of shape ", x.sizes(),
+                      " along axis ", L.axis, " (expected ", k, " values)");
+  }
+  if (L.axis >= 0) {
+    TORCH_CHECK_VALUE(amax.numel() == x.size(L.axis), op, ": amax of shape ", amax.sizes(),
+                      " does not match x of shape ", x.sizes(), " along axis ", L.axis);
+  }
+  if (check_values) check_amax_values(op, amax);
+
+  L.x = x.is_non_overlapping_and_dense() ? x : x.contiguous();
+  L.amax = amax.detach().reshape({-1}).to(at::kFloat).contiguous();
+  L.channels = L.axis < 0 ? 1 : L.x.size(L.axis);
+  L.inner = L.axis < 0 ? 1 : L.x.stride(L.axis);
+  if (L.channels == 1) L.inner = 1;
+  return L;
+}
+
+at::Tensor reshape_like_amax(const at::Tensor& per_channel, const at::Tensor& amax_arg) {
+  return per_channel.reshape(amax_arg.sizes()).to(amax_arg.scalar_type());
+}
+
+}  // namespace detail
+}  // namespace torchqat

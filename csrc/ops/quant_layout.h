@@ -1,0 +1,40 @@
+#pragma once
+// Device-independent preparation shared by every kernel of the fake-quant family:
+// argument checks (each error names the argument and its value) and the memory layout
+// the kernels walk: x dense in memory order, one amax per channel, channel of a memory
+// offset o = (o / inner) % channels.
+#include <ATen/ATen.h>
+#include <optional>
+
+namespace torchqat {
+namespace detail {
+
+struct QuantRange {
+  float bound;  // 2^(b-1)-1 signed, 2^b-1 unsigned
+  float qmin;
+  float qmax;
+};
+
+QuantRange quant_range(const char* op, int64_t num_bits, bool is_unsigned, bool narrow_range);
+
+struct Layout {
+  at::Tensor x;        // dense (non-overlapping) version of the input, strides preserved if possible
+  at::Tensor amax;     // float32, contiguous, [channels], same device as x
+  int64_t axis;        // -1 for per tensor
+  int64_t channels;    // 1 for per tensor
+  int64_t inner;       // memory stride of the channel axis (1 for per tensor)
+};
+
+// Checks x's dtype, amax's shape against axis, devices, and amax's values.
+// check_values=false skips the value check (backward: forward already checked them).
+Layout resolve_layout(const char* op, const at::Tensor& x, const at::Tensor& amax,
+                      std::optional<int64_t> axis, bool check_values = true);
+
+// Checks that every amax is >= 0 and finite (on CUDA only while amax checks are on).
+void check_amax_values(const char* op, const at::Tensor& amax);
+
+// The shape amax gradients and per-channel scales take: amax's own shape.
+at::Tensor reshape_like_amax(const at::Tensor& per_channel, const at::Tensor& amax_arg);
+
+}  // namespace detail
+}  // namespace torchqat

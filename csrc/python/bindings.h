@@ -1,0 +1,8 @@
+#pragma once
+#include <torch/extension.h>
+
+namespace torchqat {
+namespace python {
+void bind_calibrators(pybind11::module_& m);
+}  // namespace python
+}  // namespace torchqat

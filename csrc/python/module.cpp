@@ -1,0 +1,16 @@
+// torchqat._C: pybind11 bindings of the C++ API (bindings only; the logic lives in csrc/).
+#include <torch/extension.h>
+
+#include "python/bindings.h"
+#include "torchqat/build_info.h"
+#include "torchqat/checks.h"
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "torchqat C++ core";
+  m.def("cuda_compiled", &torchqat::cuda_compiled, "True when the CUDA kernels were compiled in");
+  m.def("version", &torchqat::version);
+  m.def("set_cuda_amax_checks", &torchqat::set_cuda_amax_checks,
+        "Check CUDA amax values (finite, >= 0) on every call; costs a device sync");
+  m.def("cuda_amax_checks", &torchqat::cuda_amax_checks);
+  torchqat::python::bind_calibrators(m);
+}

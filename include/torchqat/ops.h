@@ -1,0 +1,36 @@
+#pragma once
+// torchqat's operators, callable from C++. Each goes through the dispatcher, so the CPU or
+// CUDA kernel is chosen by the tensors' device and autograd applies; Python reaches the same
+// kernels as torch.ops.torchqat.<name>.
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <tuple>
+
+namespace torchqat {
+
+// Symmetric fake quantization: y = clamp(round_half_even(x / step), qmin, qmax) * step,
+// step = amax / bound, bound = 2^(b-1)-1 (signed) or 2^b-1 (unsigned). amax is a 0-d or
+// one-element tensor (per tensor), a 1-d tensor of size x.size(axis), or shaped to broadcast
+// against x (e.g. [K,1,1,1]). Backward: the STE mask |x| <= amax, and the LSQ gradient for
+// amax when amax requires grad.
+at::Tensor fake_quant(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits = 8, bool is_unsigned = false,
+                      bool narrow_range = false, std::optional<int64_t> axis = std::nullopt);
+
+// The backward of fake_quant: (grad_x, grad_amax); grad_amax is undefined unless amax_grad.
+std::tuple<at::Tensor, at::Tensor> fake_quant_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                       const at::Tensor& amax, int64_t num_bits, bool is_unsigned,
+                                                       bool narrow_range, std::optional<int64_t> axis,
+                                                       bool amax_grad);
+
+// Real quantization: (q, scale). q is int8/uint8 up to 8 bits, int16/int32 above; scale is
+// the step amax / bound (1 where amax is 0), shaped like amax, as ONNX's QuantizeLinear takes it.
+std::tuple<at::Tensor, at::Tensor> quantize(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits = 8,
+                                            bool is_unsigned = false, bool narrow_range = false,
+                                            std::optional<int64_t> axis = std::nullopt);
+
+// q * scale in float32 (or dtype); scale as returned by quantize.
+at::Tensor dequantize(const at::Tensor& q, const at::Tensor& scale, std::optional<int64_t> axis = std::nullopt,
+                      std::optional<at::ScalarType> dtype = std::nullopt);
+
+}  // namespace torchqat
