@@ -1,0 +1,21 @@
+"""torchqat: quantization-aware training and calibration for PyTorch/LibTorch, exporting QDQ ONNX.
+
+The numeric core is C++/CUDA, reached as torch.ops.torchqat.*; this package holds state
+(modules, quantizers) and calls those ops.
+"""
+from . import _loader
+
+_C = _loader.load()
+
+__version__ = _C.version()
+
+from . import tensor_quant  # noqa: E402
+from . import nn  # noqa: E402
+
+
+def cuda_compiled():
+    """True when this build carries the CUDA kernels."""
+    return _C.cuda_compiled()
+
+
+set_cuda_amax_checks = _C.set_cuda_amax_checks

@@ -1,0 +1,1 @@
+from .tensor_quantizer import TensorQuantizer  # noqa: F401

@@ -1,0 +1,291 @@
+"""TensorQuantizer: the quantize / calibrate / disabled state machine around one tensor.
+
+Same attributes, methods and state-dict key (`_amax`) as pytorch-quantization's, so existing
+scripts and checkpoints carry over. The numbers come from torchqat's operators.
+"""
+import logging
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ... import ops
+from ...tensor_quant import QuantDescriptor
+
+__all__ = ["TensorQuantizer"]
+
+logger = logging.getLogger("torchqat")
+
+
+class TensorQuantizer(nn.Module):
+    """Quantizes (fake by default) or calibrates the tensors passing through it.
+
+    Without an amax (no descriptor amax, not calibrated) it is dynamic: amax is taken from each
+    input. With learn_amax, `_amax` is a Parameter trained by the LSQ gradient of fake_quant.
+    """
+
+    # pytorch-quantization 2.1 switch: export with torch's fake_quantize ops (ONNX Q/DQ).
+    use_fb_fake_quant = False
+    # pytorch-quantization 2.2 switch, set by torchqat.enable_onnx_export().
+    _enable_onnx_export = False
+
+    def __init__(self, quant_desc=QuantDescriptor(), disabled=False, if_quant=True, if_clip=False, if_calib=False):
+        super().__init__()
+        if not isinstance(quant_desc, QuantDescriptor):
+            raise TypeError(f"quant_desc must be a QuantDescriptor, got {type(quant_desc).__name__}")
+        self._num_bits = quant_desc.num_bits
+        self._fake_quant = quant_desc.fake_quant
+        self._axis = quant_desc.axis
+        self._scale_amax = quant_desc.scale_amax
+        self._learn_amax = quant_desc.learn_amax
+        self._unsigned = quant_desc.unsigned
+        self._narrow_range = quant_desc.narrow_range
+        self._calib_method = quant_desc.calib_method
+        self._name = quant_desc.name
+        self._scale = None if quant_desc.fake_quant else 1.0
+        self._disabled = disabled
+        self._if_quant = if_quant
+        self._if_clip = False
+        self._if_calib = if_calib
+        self._calibrator_obj = None
+        if quant_desc.amax is not None:
+            self._set_amax_storage(torch.tensor(quant_desc.amax, dtype=torch.float32))
+        elif self._learn_amax:
+            # Learned amax needs a starting value; calibration normally overwrites it.
+            self._set_amax_storage(torch.tensor(1.0))
+
+    # ----- calibrator slot -------------------------------------------------------------------
+    @property
+    def _calibrator(self):
+        """The calibrator named by calib_method, made on first use."""
+        if self._calibrator_obj is None:
+            from ... import calib
+            cls = calib.HistogramCalibrator if self._calib_method == "histogram" else calib.MaxCalibrator
+            self._calibrator_obj = cls(self._num_bits, self._axis, self._unsigned)
+        return self._calibrator_obj
+
+    @_calibrator.setter
+    def _calibrator(self, value):
+        self._calibrator_obj = value
+
+    # ----- properties --------------------------------------------------------------------------
+    @property
+    def num_bits(self):
+        return self._num_bits
+
+    @num_bits.setter
+    def num_bits(self, value):
+        if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16:
+            raise ValueError(f"num_bits must be an integer in [2, 16], got {value!r}")
+        self._num_bits = value
+
+    @property
+    def maxbound(self):
+        return (1 << (self._num_bits - 1 + int(self._unsigned))) - 1
+
+    @property
+    def unsigned(self):
+        return self._unsigned
+
+    @unsigned.setter
+    def unsigned(self, value):
+        self._unsigned = bool(value)
+
+    @property
+    def narrow_range(self):
+        return self._narrow_range
+
+    @narrow_range.setter
+    def narrow_range(self, value):
+        self._narrow_range = bool(value)
+
+    @property
+    def axis(self):
+        return self._axis
+
+    @property
+    def fake_quant(self):
+        return self._fake_quant
+
+    @property
+    def learn_amax(self):
+        return self._learn_amax
+
+    @property
+    def scale(self):
+        if self._fake_quant:
+            logger.error("Fake quantize mode doesn't use scale explicitly!")
+        return self._scale
+
+    @property
+    def step_size(self):
+        if self.amax is None:
+            logger.error("step_size is undefined under dynamic amax mode!")
+            return None
+        return self.amax / self.maxbound
+
+    @property
+    def amax(self):
+        if not hasattr(self, "_amax"):
+            return None
+        return self._amax
+
+    @amax.setter
+    def amax(self, value):
+        if value is None:
+            raise ValueError("amax cannot be set to None; use disable() to bypass the quantizer")
+        value = torch.as_tensor(np.asarray(value.detach().cpu() if torch.is_tensor(value) else value),
+                                dtype=torch.float32)
+        _check_amax(value, self)
+        self._set_amax_storage(value)
+
+    def _set_amax_storage(self, value):
+        """Registers `_amax` (buffer, or Parameter when learned) or copies into it."""
+        if hasattr(self, "_amax"):
+            if value.shape != self._amax.shape:
+                raise RuntimeError("Changing shape when setting amax is not allowed. "
+                                   f"Current shape {tuple(self._amax.shape)}, new shape {tuple(value.shape)}.")
+            with torch.no_grad():
+                self._amax.copy_(value.to(self._amax.device))
+            return
+        if self._learn_amax:
+            self._amax = nn.Parameter(value.clone())
+        else:
+            self.register_buffer("_amax", value.clone())
+
+    # ----- state machine -----------------------------------------------------------------------
+    def enable(self):
+        self._disabled = False
+
+    def disable(self):
+        self._disabled = True
+
+    def enable_quant(self):
+        self._if_quant = True
+
+    def disable_quant(self):
+        self._if_quant = False
+
+    def enable_calib(self):
+        if self._calibrator is None:
+            raise ValueError("Calibrator was not created, cannot enable calibration.")
+        self._if_calib = True
+
+    def disable_calib(self):
+        self._if_calib = False
+
+    def enable_clip(self):
+        if not self._learn_amax:
+            raise ValueError("learn_amax is False. Cannot enable clip.")
+        self._if_clip = True
+
+    def disable_clip(self):
+        self._if_clip = False
+
+    def load_calib_amax(self, *args, strict=True, **kwargs):
+        """Writes the calibrator's amax into `_amax` (on the device of the existing amax, if any)."""
+        amax = self._calibrator.compute_amax(*args, **kwargs)
+        if amax is None:
+            msg = (f"Calibrator of {self._display_name()} returned None: it has not seen any tensor. "
+                   "Run data through the model in calib mode first")
+            if strict:
+                raise RuntimeError(msg + ", or pass strict=False to leave this quantizer uncalibrated.")
+            logger.warning(msg + "; amax left unset.")
+            return
+        amax = amax.detach().to(torch.float32)
+        _check_amax(amax, self)
+        self._set_amax_storage(amax)
+
+    def init_learn_amax(self):
+        """pytorch-quantization API: start learning from the current amax. `_amax` is already the parameter."""
+        if not self._learn_amax:
+            raise RuntimeError("Called init_learn_amax() on a quantizer with learn_amax=False.")
+        if not hasattr(self, "_amax"):
+            raise RuntimeError(f"{self._display_name()} has no amax to learn from: calibrate it first.")
+
+    def _display_name(self):
+        return f"quantizer '{self._name}'" if self._name else "this quantizer"
+
+    # ----- forward -----------------------------------------------------------------------------
+    def _get_amax(self, inputs):
+        if hasattr(self, "_amax"):
+            amax = self._amax
+        else:
+            keep = () if self._axis is None else tuple(a % inputs.dim() for a in self._axis)
+            amax = ops.abs_max(inputs.detach(), keep)
+        if self._scale_amax is not None:
+            amax = amax * self._scale_amax
+        return amax
+
+    def _quant_forward(self, inputs):
+        amax = self._get_amax(inputs)
+        if self._fake_quant:
+            return ops.fake_quant(inputs, amax, self._num_bits, self._unsigned, self._narrow_range)
+        q, step = ops.quantize(inputs, amax, self._num_bits, self._unsigned, self._narrow_range)
+        self._scale = step.reciprocal()
+        return q.to(inputs.dtype)
+
+    def forward(self, inputs):
+        if self._disabled:
+            return inputs
+        if self._if_calib:
+            with torch.no_grad():
+                self._calibrator.collect(inputs.detach())
+        if self._if_quant:
+            return self._quant_forward(inputs)
+        return inputs
+
+    # ----- state dict ----------------------------------------------------------------------
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "_amax"
+        if key in state_dict:
+            value = state_dict[key]
+            if not torch.is_tensor(value):
+                error_msgs.append(f"{key}: expected a tensor, got {type(value).__name__}")
+                return
+            bad = not torch.isfinite(value).all() or (value < 0).any()
+            if bad:
+                error_msgs.append(f"{key}: amax must be finite and >= 0, got {value.flatten()[:8].tolist()}")
+                return
+            if not hasattr(self, "_amax"):
+                # Register on the tensor's own device: a CPU-only load stays on the CPU.
+                self._set_amax_storage(value.detach().to(torch.float32))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def extra_repr(self):
+        if self._disabled:
+            return "disabled"
+        s = f"{'unsigned ' if self._unsigned else ''}{self._num_bits}bit"
+        s += " narrow" if self._narrow_range else ""
+        s += " fake" if self._fake_quant else " real"
+        s += " per-tensor" if self._axis is None else f" axis={self._axis[0] if len(self._axis) == 1 else self._axis}"
+        amax = self.amax
+        if amax is None:
+            s += " amax=dynamic"
+        elif amax.numel() == 1:
+            s += f" amax={amax.item():.4f}"
+        else:
+            s += f" amax=[{amax.min().item():.4f}, {amax.max().item():.4f}]({amax.numel()})"
+        if self._scale_amax is not None:
+            s += f" *{self._scale_amax}"
+        if self._learn_amax:
+            s += " learned"
+        if self._calibrator_obj is not None:
+            s += f" calibrator={type(self._calibrator_obj).__name__}"
+        if self._if_quant:
+            s += " quant"
+        if self._if_calib:
+            s += " calib"
+        return s
+
+
+def _check_amax(amax, quantizer):
+    if not torch.isfinite(amax).all():
+        raise ValueError(f"amax of {quantizer._display_name()} must be finite, got {amax.flatten()[:8].tolist()}")
+    if (amax < 0).any():
+        raise ValueError(f"amax of {quantizer._display_name()} must be >= 0, got min {amax.min().item()}")
+    if math.prod(amax.shape) == 0:
+        raise ValueError(f"amax of {quantizer._display_name()} is empty")

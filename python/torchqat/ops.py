@@ -1,0 +1,21 @@
+"""Thin typed access to torchqat's operators (torch.ops.torchqat.*)."""
+import torch
+
+_ops = torch.ops.torchqat
+
+
+def fake_quant(x, amax, num_bits=8, unsigned=False, narrow_range=False, axis=None):
+    return _ops.fake_quant(x, amax, num_bits, unsigned, narrow_range, axis)
+
+
+def quantize(x, amax, num_bits=8, unsigned=False, narrow_range=False, axis=None):
+    return _ops.quantize(x, amax, num_bits, unsigned, narrow_range, axis)
+
+
+def dequantize(q, scale, axis=None, dtype=None):
+    return _ops.dequantize(q, scale, axis, dtype)
+
+
+def abs_max(x, keep_dims=()):
+    """abs-max of x over every dim not in keep_dims, shaped to broadcast against x."""
+    return _ops.abs_max(x, list(keep_dims))

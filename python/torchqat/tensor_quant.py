@@ -1,0 +1,169 @@
+"""Quantization descriptors and functional quantization, with pytorch-quantization's names.
+
+The functions call torchqat's operators; nothing here computes.
+"""
+import copy
+
+import numpy as np
+import torch
+
+from . import ops
+
+__all__ = [
+    "QuantDescriptor", "ScaledQuantDescriptor", "tensor_quant", "fake_tensor_quant", "legacy_fake_tensor_quant",
+    "QUANT_DESC_8BIT_PER_TENSOR", "QUANT_DESC_UNSIGNED_8BIT_PER_TENSOR",
+    "QUANT_DESC_8BIT_CONV1D_WEIGHT_PER_CHANNEL", "QUANT_DESC_8BIT_CONV2D_WEIGHT_PER_CHANNEL",
+    "QUANT_DESC_8BIT_CONV3D_WEIGHT_PER_CHANNEL", "QUANT_DESC_8BIT_LINEAR_WEIGHT_PER_ROW",
+    "QUANT_DESC_8BIT_CONVTRANSPOSE1D_WEIGHT_PER_CHANNEL", "QUANT_DESC_8BIT_CONVTRANSPOSE2D_WEIGHT_PER_CHANNEL",
+    "QUANT_DESC_8BIT_CONVTRANSPOSE3D_WEIGHT_PER_CHANNEL",
+]
+
+_FIELDS = ("fake_quant", "axis", "amax", "learn_amax", "scale_amax", "calib_method", "unsigned", "narrow_range")
+
+
+class ScaledQuantDescriptor:
+    """How a tensor is quantized: bits, axis (the dims that keep their own amax), amax, calibration.
+
+    Same fields and defaults as pytorch-quantization's QuantDescriptor; values are validated here
+    so a bad descriptor fails when it is made, naming the field.
+    """
+
+    def __init__(self, num_bits=8, name=None, **kwargs):
+        if isinstance(num_bits, bool) or not isinstance(num_bits, int):
+            raise TypeError(f"num_bits must be an integer in [2, 16], got {num_bits!r}")
+        if not 2 <= num_bits <= 16:
+            raise ValueError(f"num_bits must be in [2, 16], got {num_bits}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a string or None, got {type(name).__name__}")
+        self._num_bits = num_bits
+        self._name = name
+        self._fake_quant = bool(kwargs.pop("fake_quant", True))
+        axis = kwargs.pop("axis", None)
+        if axis is not None:
+            axis = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+            if not all(isinstance(a, int) and not isinstance(a, bool) for a in axis):
+                raise TypeError(f"axis must be None, an int or a tuple of ints, got {axis!r}")
+        self._axis = axis
+        amax = kwargs.pop("amax", None)
+        if amax is not None:
+            if not isinstance(amax, (float, int, list, np.ndarray)) or isinstance(amax, bool):
+                raise TypeError(f"amax must be float, list or ndarray, not {type(amax).__name__}")
+            amax = np.array(amax, dtype=np.float32)
+            if not np.all(np.isfinite(amax)) or np.any(amax < 0):
+                raise ValueError(f"amax must be finite and >= 0, got {amax}")
+        self._amax = amax
+        self._learn_amax = bool(kwargs.pop("learn_amax", False))
+        self._scale_amax = kwargs.pop("scale_amax", None)
+        if self._scale_amax is not None and not (self._scale_amax > 0):
+            raise ValueError(f"scale_amax must be > 0, got {self._scale_amax}")
+        self._calib_method = kwargs.pop("calib_method", "max")
+        if self._calib_method not in ("max", "histogram"):
+            raise ValueError(f"calib_method must be 'max' or 'histogram', got {self._calib_method!r}")
+        self._unsigned = bool(kwargs.pop("unsigned", False))
+        self._narrow_range = bool(kwargs.pop("narrow_range", False))
+        if kwargs:
+            raise TypeError(f"Unused keys: {list(kwargs.keys())}")
+
+    num_bits = property(lambda self: self._num_bits)
+    name = property(lambda self: self._name)
+    fake_quant = property(lambda self: self._fake_quant)
+    axis = property(lambda self: self._axis)
+    amax = property(lambda self: self._amax)
+    learn_amax = property(lambda self: self._learn_amax)
+    scale_amax = property(lambda self: self._scale_amax)
+    calib_method = property(lambda self: self._calib_method)
+    unsigned = property(lambda self: self._unsigned)
+    narrow_range = property(lambda self: self._narrow_range)
+
+    def __str__(self):
+        s = f"{self._num_bits}bit" + (" fake" if self._fake_quant else " real")
+        s += " per-tensor" if self._axis is None else f" axis={self._axis if len(self._axis) > 1 else self._axis[0]}"
+        if self._amax is not None:
+            s += f" amax={self._amax}"
+        if self._learn_amax:
+            s += " learn_amax"
+        if self._unsigned:
+            s += " unsigned"
+        if self._narrow_range:
+            s += " narrow"
+        return f"QuantDescriptor({s})"
+
+    __repr__ = __str__
+
+    def __eq__(self, other):
+        if not isinstance(other, ScaledQuantDescriptor):
+            return NotImplemented
+        a, b = dict(self.__dict__), dict(other.__dict__)
+        amax_a, amax_b = a.pop("_amax"), b.pop("_amax")
+        same_amax = (amax_a is None and amax_b is None) or (
+            amax_a is not None and amax_b is not None and np.array_equal(amax_a, amax_b))
+        return a == b and same_amax
+
+    def __hash__(self):
+        return hash((self._num_bits, self._axis, self._unsigned, self._narrow_range, self._calib_method))
+
+    def dict(self):
+        """The non-default fields (num_bits and name always), as pytorch-quantization serialises them."""
+        d = {"num_bits": self._num_bits, "name": self._name}
+        if not self._fake_quant:
+            d["fake_quant"] = False
+        if self._axis is not None:
+            d["axis"] = self._axis
+        if self._amax is not None:
+            d["amax"] = self._amax.tolist()
+        if self._scale_amax is not None:
+            d["scale_amax"] = self._scale_amax
+        if self._learn_amax:
+            d["learn_amax"] = True
+        if self._unsigned:
+            d["unsigned"] = True
+        if self._narrow_range:
+            d["narrow_range"] = True
+        if self._calib_method != "max":
+            d["calib_method"] = self._calib_method
+        return d
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated like the constructor)."""
+        d = self.dict()
+        d.update(changes)
+        return ScaledQuantDescriptor(**d)
+
+    def __deepcopy__(self, memo):
+        return ScaledQuantDescriptor(**copy.deepcopy(self.dict(), memo))
+
+
+QuantDescriptor = ScaledQuantDescriptor
+
+QUANT_DESC_8BIT_PER_TENSOR = QuantDescriptor(num_bits=8)
+QUANT_DESC_UNSIGNED_8BIT_PER_TENSOR = QuantDescriptor(num_bits=8, unsigned=True)
+QUANT_DESC_8BIT_CONV1D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(0))
+QUANT_DESC_8BIT_CONV2D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(0))
+QUANT_DESC_8BIT_CONV3D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(0))
+QUANT_DESC_8BIT_LINEAR_WEIGHT_PER_ROW = QuantDescriptor(num_bits=8, axis=(0))
+QUANT_DESC_8BIT_CONVTRANSPOSE1D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(1))
+QUANT_DESC_8BIT_CONVTRANSPOSE2D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(1))
+QUANT_DESC_8BIT_CONVTRANSPOSE3D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(1))
+
+
+def _amax_tensor(inputs, amax):
+    if not torch.is_tensor(amax):
+        amax = torch.tensor(amax, dtype=torch.float32)
+    return amax.to(inputs.device)
+
+
+def fake_tensor_quant(inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
+    """Fake-quantize inputs with amax (scalar or broadcast-shaped); differentiable (STE)."""
+    return ops.fake_quant(inputs, _amax_tensor(inputs, amax), num_bits, unsigned, narrow_range, None)
+
+
+legacy_fake_tensor_quant = fake_tensor_quant
+
+
+def tensor_quant(inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
+    """(integer-valued outputs in inputs' dtype, scale = bound / amax), as pytorch-quantization returns.
+
+    The integer values and step come from torchqat.quantize; scale is the step's reciprocal.
+    """
+    q, step = ops.quantize(inputs, _amax_tensor(inputs, amax), num_bits, unsigned, narrow_range, None)
+    return q.to(inputs.dtype), step.reciprocal()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# README command 2: install what is missing, build, run every test (C++ then Python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install_deps.sh
+bash scripts/build.sh
+PY=${PYTHON:-python3}
+echo "== C++ tests (Catch2 via ctest)"
+(cd build && ctest --output-on-failure -j "$(nproc)")
+echo "== Python tests (pytest)"
+# Run from tests/ so the installed package (not ./python) is what gets imported.
+(cd tests/python && $PY -m pytest -q -p no:cacheprovider .)
