@@ -43,4 +43,9 @@ at::Tensor dequantize(const at::Tensor& q, const at::Tensor& scale, std::optiona
   return op.call(q, scale, axis, dtype);
 }
 
+at::Tensor abs_max(const at::Tensor& x, at::IntArrayRef keep_dims) {
+  static auto op = handle<at::Tensor(const at::Tensor&, at::IntArrayRef)>("torchqat::abs_max");
+  return op.call(x, keep_dims);
+}
+
 }  // namespace torchqat

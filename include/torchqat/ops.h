@@ -33,4 +33,8 @@ std::tuple<at::Tensor, at::Tensor> quantize(const at::Tensor& x, const at::Tenso
 at::Tensor dequantize(const at::Tensor& q, const at::Tensor& scale, std::optional<int64_t> axis = std::nullopt,
                       std::optional<at::ScalarType> dtype = std::nullopt);
 
+// abs-max of x over every dim not in keep_dims, shaped to broadcast against x (keepdim):
+// the statistic of max calibration and of dynamic (uncalibrated) quantizers.
+at::Tensor abs_max(const at::Tensor& x, at::IntArrayRef keep_dims = {});
+
 }  // namespace torchqat

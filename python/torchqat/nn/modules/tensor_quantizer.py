@@ -218,11 +218,22 @@ class TensorQuantizer(nn.Module):
             amax = amax * self._scale_amax
         return amax
 
+    def _op_axis(self, inputs, amax):
+        """The one axis a per-channel amax belongs to (multi-axis amax must be broadcast-shaped)."""
+        if amax.numel() == 1 or self._axis is None or len(self._axis) != 1:
+            return None
+        a = self._axis[0]
+        if not -inputs.dim() <= a < inputs.dim():
+            raise ValueError(f"axis {a} of {self._display_name()} is out of range for an input with "
+                             f"{inputs.dim()} dimensions")
+        return a % inputs.dim()
+
     def _quant_forward(self, inputs):
         amax = self._get_amax(inputs)
+        axis = self._op_axis(inputs, amax)
         if self._fake_quant:
-            return ops.fake_quant(inputs, amax, self._num_bits, self._unsigned, self._narrow_range)
-        q, step = ops.quantize(inputs, amax, self._num_bits, self._unsigned, self._narrow_range)
+            return ops.fake_quant(inputs, amax, self._num_bits, self._unsigned, self._narrow_range, axis)
+        q, step = ops.quantize(inputs, amax, self._num_bits, self._unsigned, self._narrow_range, axis)
         self._scale = step.reciprocal()
         return q.to(inputs.dtype)
 

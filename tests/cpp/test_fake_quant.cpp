@@ -1,0 +1,59 @@
+// fake_quant from C++ against ATen's own fake-quant kernels, and its errors.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include "torchqat/ops.h"
+
+using torchqat::fake_quant;
+
+TEST_CASE("per-tensor fake_quant equals at::fake_quantize_per_tensor_affine bit for bit", "[ops]") {
+  torch::manual_seed(0);
+  auto x = torch::randn({7, 31, 5}) * 3;
+  for (bool narrow : {false, true}) {
+    auto y = fake_quant(x, torch::tensor(2.5f), 8, false, narrow);
+    auto ref = at::fake_quantize_per_tensor_affine(x, 2.5f / 127.0f, 0, narrow ? -127 : -128, 127);
+    REQUIRE(torch::equal(y, ref));
+  }
+}
+
+TEST_CASE("per-channel fake_quant equals at::fake_quantize_per_channel_affine", "[ops]") {
+  torch::manual_seed(1);
+  auto x = torch::randn({6, 8, 5, 5});
+  for (int64_t axis = 0; axis < 4; ++axis) {
+    auto amax = torch::rand({x.size(axis)}) + 0.1;
+    auto y = fake_quant(x, amax, 8, false, false, axis);
+    auto ref = at::fake_quantize_per_channel_affine(x, amax / 127.0, torch::zeros({x.size(axis)}, torch::kInt), axis,
+                                                    -128, 127);
+    REQUIRE(torch::equal(y, ref));
+    auto ycl = fake_quant(x.contiguous(at::MemoryFormat::ChannelsLast), amax, 8, false, false, axis);
+    REQUIRE(torch::equal(ycl, ref));
+  }
+}
+
+TEST_CASE("STE mask passes the clip range only; amax gets a gradient when it requires one", "[ops][autograd]") {
+  auto x = torch::tensor({-3.0f, -1.0f, 0.2f, 1.0f, 3.0f}).requires_grad_();
+  auto amax = torch::tensor(1.0f).requires_grad_();
+  fake_quant(x, amax).sum().backward();
+  REQUIRE(torch::equal(x.grad(), torch::tensor({0.0f, 1.0f, 1.0f, 1.0f, 0.0f})));
+  REQUIRE(amax.grad().defined());
+  REQUIRE(std::isfinite(amax.grad().item<float>()));
+}
+
+TEST_CASE("bad inputs raise errors that name the argument", "[ops][errors]") {
+  auto x = torch::randn({2, 3});
+  CHECK_THROWS_WITH(fake_quant(x, torch::tensor(-1.0f)), Catch::Contains("amax must be >= 0"));
+  CHECK_THROWS_WITH(fake_quant(x, torch::tensor(NAN)), Catch::Contains("amax must be finite"));
+  CHECK_THROWS_WITH(fake_quant(x, torch::tensor(1.0f), 1), Catch::Contains("num_bits must be in [2, 16], got 1"));
+  CHECK_THROWS_WITH(fake_quant(x, torch::tensor(1.0f), 17), Catch::Contains("got 17"));
+  CHECK_THROWS_WITH(fake_quant(x, torch::ones({3}), 8, false, false, 2), Catch::Contains("axis 2 is out of range"));
+  CHECK_THROWS_WITH(fake_quant(x, torch::ones({5}), 8, false, false, 1), Catch::Contains("does not match x"));
+  CHECK_THROWS_WITH(fake_quant(torch::arange(4), torch::tensor(1.0f)), Catch::Contains("x must be float32"));
+}
+
+TEST_CASE("quantize/dequantize round trip equals fake_quant", "[ops]") {
+  auto x = torch::randn({4, 9});
+  auto amax = torch::rand({4}) + 0.5;
+  auto [q, scale] = torchqat::quantize(x, amax, 8, false, false, 0);
+  REQUIRE(q.scalar_type() == torch::kChar);
+  REQUIRE(torch::equal(torchqat::dequantize(q, scale, 0), fake_quant(x, amax, 8, false, false, 0)));
+}

@@ -1,0 +1,63 @@
+// The C++ TensorQuantizer module: descriptor, amax buffer, state machine, serialization.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <sstream>
+
+#include "torchqat/ops.h"
+#include "torchqat/tensor_quantizer.h"
+
+using torchqat::QuantDescriptor;
+using torchqat::TensorQuantizer;
+
+TEST_CASE("descriptor validation names the field", "[quantizer]") {
+  CHECK_THROWS_WITH(TensorQuantizer(QuantDescriptor().num_bits(1)), Catch::Contains("num_bits"));
+  CHECK_THROWS_WITH(TensorQuantizer(QuantDescriptor().calib_method("kl")), Catch::Contains("calib_method"));
+  CHECK_THROWS_WITH(TensorQuantizer(QuantDescriptor().amax(std::vector<float>{-1.0f})), Catch::Contains("amax"));
+}
+
+TEST_CASE("a quantizer with amax fake-quantizes; disabled passes through", "[quantizer]") {
+  TensorQuantizer q(QuantDescriptor().amax(std::vector<float>{2.0f}));
+  auto x = torch::randn({3, 4}) * 3;
+  REQUIRE(torch::equal(q(x), torchqat::fake_quant(x, torch::tensor(2.0f))));
+  q->disable();
+  REQUIRE(torch::equal(q(x), x));
+  q->enable();
+  q->disable_quant();
+  REQUIRE(torch::equal(q(x), x));
+}
+
+TEST_CASE("per-channel amax set on a weight quantizer", "[quantizer]") {
+  TensorQuantizer q(torchqat::quant_desc_8bit_weight_per_channel());
+  auto w = torch::randn({4, 3, 3, 3});
+  auto amax = w.abs().amax({1, 2, 3}, true);
+  q->set_amax(amax);
+  REQUIRE(torch::equal(q(w), torchqat::fake_quant(w, amax)));
+  CHECK_THROWS_WITH(q->set_amax(torch::ones({2})), Catch::Contains("changing the shape of amax"));
+  CHECK_THROWS_WITH(q->set_amax(torch::full({4, 1, 1, 1}, -1.0f)), Catch::Contains("amax must be >= 0"));
+}
+
+TEST_CASE("_amax is saved and loaded under the pytorch-quantization key", "[quantizer]") {
+  TensorQuantizer a(QuantDescriptor().amax(std::vector<float>{1.5f}));
+  auto names = a->named_buffers();
+  REQUIRE(names.contains("_amax"));
+  std::stringstream buf;
+  torch::save(a, buf);
+  TensorQuantizer b(QuantDescriptor().amax(std::vector<float>{0.5f}));
+  torch::load(b, buf);
+  REQUIRE(b->amax().item<float>() == 1.5f);
+}
+
+TEST_CASE("learned amax is a parameter and receives the LSQ gradient", "[quantizer]") {
+  TensorQuantizer q(QuantDescriptor().learn_amax(true).amax(std::vector<float>{1.0f}));
+  REQUIRE(q->named_parameters().contains("_amax"));
+  auto x = torch::randn({64}) * 2;
+  q(x).pow(2).sum().backward();
+  REQUIRE(q->amax().grad().defined());
+}
+
+TEST_CASE("enable_calib without a calibrator and load_calib_amax errors", "[quantizer][errors]") {
+  TensorQuantizer q;
+  CHECK_THROWS_WITH(q->enable_calib(), Catch::Contains("no calibrator"));
+  CHECK_THROWS_WITH(q->load_calib_amax(), Catch::Contains("no calibrator"));
+}
