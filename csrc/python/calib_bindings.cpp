@@ -1,8 +1,76 @@
+// Bindings of the C++ calibrators and amax searches; the Python classes in torchqat.calib wrap
+// these (argument names and defaults as pytorch-quantization's) and add torch.distributed merging.
+#include <pybind11/stl.h>
+
 #include "python/bindings.h"
+#include "torchqat/calib/amax_search.h"
+#include "torchqat/calib/histogram_calibrator.h"
+#include "torchqat/calib/max_calibrator.h"
+
+namespace py = pybind11;
 
 namespace torchqat {
 namespace python {
-// Filled by the calibration capability.
-void bind_calibrators(pybind11::module_& m) {}
+
+namespace {
+std::optional<at::Tensor> defined_or_none(const at::Tensor& t) {
+  if (!t.defined()) return std::nullopt;
+  return t;
+}
+}  // namespace
+
+void bind_calibrators(py::module_& m) {
+  using calib::AmaxOptions;
+  using calib::HistogramCalibrator;
+  using calib::MaxCalibrator;
+
+  py::class_<MaxCalibrator, std::shared_ptr<MaxCalibrator>>(m, "MaxCalibrator")
+      .def(py::init<int64_t, std::vector<int64_t>, bool, bool>(), py::arg("num_bits") = 8,
+           py::arg("axis") = std::vector<int64_t>{}, py::arg("unsigned") = false, py::arg("track_amax") = false)
+      .def("collect", &MaxCalibrator::collect, py::arg("x"), py::call_guard<py::gil_scoped_release>())
+      .def("reset", &MaxCalibrator::reset)
+      .def("compute_amax", [](MaxCalibrator& c) { return c.compute_amax(); })
+      .def("calib_amax", [](const MaxCalibrator& c) { return defined_or_none(c.calib_amax()); })
+      .def("set_calib_amax", &MaxCalibrator::set_calib_amax, py::arg("amax"))
+      .def("amaxs", &MaxCalibrator::amaxs)
+      .def("name", &MaxCalibrator::name);
+
+  py::class_<HistogramCalibrator, std::shared_ptr<HistogramCalibrator>>(m, "HistogramCalibrator")
+      .def(py::init<int64_t, std::optional<std::vector<int64_t>>, bool, int64_t, bool>(), py::arg("num_bits") = 8,
+           py::arg("axis") = py::none(), py::arg("unsigned") = false, py::arg("num_bins") = 2048,
+           py::arg("skip_zeros") = false)
+      .def("collect", &HistogramCalibrator::collect, py::arg("x"), py::call_guard<py::gil_scoped_release>())
+      .def("reset", &HistogramCalibrator::reset)
+      .def(
+          "compute_amax",
+          [](HistogramCalibrator& c, std::string method, int64_t start_bin, int64_t stride, double percentile) {
+            AmaxOptions o;
+            o.method = std::move(method);
+            o.start_bin = start_bin;
+            o.stride = stride;
+            o.percentile = percentile;
+            py::gil_scoped_release no_gil;
+            return c.compute_amax(o);
+          },
+          py::arg("method"), py::arg("start_bin") = 128, py::arg("stride") = 1, py::arg("percentile") = 99.99)
+      .def("histogram", [](const HistogramCalibrator& c) { return defined_or_none(c.histogram()); })
+      .def("bin_width", &HistogramCalibrator::bin_width)
+      .def("set_state", &HistogramCalibrator::set_state, py::arg("hist"), py::arg("bin_width"))
+      .def("reserve_range", &HistogramCalibrator::reserve_range, py::arg("vmax"))
+      .def("grow_to", &HistogramCalibrator::grow_to, py::arg("num_bins"))
+      .def("pending_zeros", &HistogramCalibrator::pending_zeros)
+      .def("name", &HistogramCalibrator::name);
+
+  // The searches on a plain histogram (counts as a list/array of ints), for tools and tests.
+  m.def("amax_entropy", &calib::amax_entropy, py::arg("counts"), py::arg("width"), py::arg("num_bits") = 8,
+        py::arg("unsigned") = false, py::arg("start_bin") = 128, py::arg("stride") = 1,
+        py::call_guard<py::gil_scoped_release>());
+  m.def("amax_percentile", &calib::amax_percentile, py::arg("counts"), py::arg("width"), py::arg("percentile"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("amax_mse", &calib::amax_mse, py::arg("counts"), py::arg("width"), py::arg("num_bits") = 8,
+        py::arg("unsigned") = false, py::arg("start_bin") = 128, py::arg("stride") = 1,
+        py::call_guard<py::gil_scoped_release>());
+}
+
 }  // namespace python
 }  // namespace torchqat

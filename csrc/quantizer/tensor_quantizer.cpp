@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "torchqat/calib/make_calibrator.h"
 #include "torchqat/ops.h"
 
 namespace torchqat {
@@ -28,8 +29,7 @@ std::string TensorQuantizerImpl::display_name() const {
 }
 
 void TensorQuantizerImpl::enable_calib() {
-  TORCH_CHECK(calibrator_ != nullptr, display_name(),
-              ": no calibrator; give it one with set_calibrator(...) before enable_calib()");
+  if (!calibrator_) calibrator_ = calib::make_calibrator(desc_);
   if_calib_ = true;
 }
 

@@ -21,7 +21,7 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
   void disable() { disabled_ = true; }
   void enable_quant() { if_quant_ = true; }
   void disable_quant() { if_quant_ = false; }
-  // Needs a calibrator: the one set, or the one the descriptor's calib_method names.
+  // Uses the calibrator set, else makes the one the descriptor's calib_method names.
   void enable_calib();
   void disable_calib() { if_calib_ = false; }
   bool disabled() const { return disabled_; }

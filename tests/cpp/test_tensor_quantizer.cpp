@@ -56,8 +56,14 @@ TEST_CASE("learned amax is a parameter and receives the LSQ gradient", "[quantiz
   REQUIRE(q->amax().grad().defined());
 }
 
-TEST_CASE("enable_calib without a calibrator and load_calib_amax errors", "[quantizer][errors]") {
+TEST_CASE("load_calib_amax before calibration is an error; calib mode then loads max amax", "[quantizer][errors]") {
   TensorQuantizer q;
-  CHECK_THROWS_WITH(q->enable_calib(), Catch::Contains("no calibrator"));
   CHECK_THROWS_WITH(q->load_calib_amax(), Catch::Contains("no calibrator"));
+  q->enable_calib();
+  CHECK_THROWS_WITH(q->load_calib_amax(), Catch::Contains("has not seen any tensor"));
+  q->disable_quant();
+  auto x = torch::tensor({-3.0f, 1.0f});
+  REQUIRE(torch::equal(q(x), x));
+  q->load_calib_amax();
+  REQUIRE(q->amax().item<float>() == 3.0f);
 }

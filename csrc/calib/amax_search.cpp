@@ -1,0 +1,160 @@
+// amax searches over an |x| histogram with pytorch-quantization's definitions but without its
+// Python loops. The KL search uses prefix sums, so a candidate costs O(levels) instead of
+// O(bins), and candidates run in parallel; the mse search fake-quantizes every candidate's bin
+// centres in a few batched torchqat::fake_quant calls.
+#include "torchqat/calib/amax_search.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "torchqat/ops.h"
+
+namespace torchqat {
+namespace calib {
+
+namespace {
+
+void check_hist(const char* what, const std::vector<int64_t>& counts, double width) {
+  TORCH_CHECK_VALUE(counts.size() >= 2, what, ": the histogram needs at least 2 bins, got ", counts.size());
+  TORCH_CHECK_VALUE(width > 0 && std::isfinite(width), what, ": bin width must be > 0 and finite, got ", width);
+}
+
+void check_search(const char* what, int64_t num_bits, int64_t start_bin, int64_t stride, int64_t last_candidate) {
+  TORCH_CHECK_VALUE(num_bits >= 2 && num_bits <= 16, what, ": num_bits must be in [2, 16], got ", num_bits);
+  TORCH_CHECK_VALUE(stride >= 1, what, ": stride must be >= 1, got ", stride);
+  TORCH_CHECK_VALUE(start_bin >= 1 && start_bin <= last_candidate, what, ": start_bin must be in [1, ",
+                    last_candidate, "] for this histogram, got ", start_bin);
+}
+
+inline double xlogx(double v) { return v > 0 ? v * std::log(v) : 0.0; }
+
+}  // namespace
+
+double amax_entropy(const std::vector<int64_t>& counts, double width, int64_t num_bits, bool is_unsigned,
+                    int64_t start_bin, int64_t stride) {
+  const char* what = "amax_entropy";
+  check_hist(what, counts, width);
+  const int64_t n = static_cast<int64_t>(counts.size());
+  check_search(what, num_bits, start_bin, stride, n);
+  const int shift = static_cast<int>(num_bits - 1 + (is_unsigned ? 1 : 0));
+  const int64_t levels = int64_t{1} << shift;
+
+  // Prefix sums over the suppressed histogram: S counts, Z non-empty bins, L sum of c*log(c).
+  std::vector<int64_t> c(counts);
+  c[0] = c[1];
+  std::vector<int64_t> S(n + 1, 0), Z(n + 1, 0);
+  std::vector<double> L(n + 1, 0.0);
+  for (int64_t j = 0; j < n; ++j) {
+    TORCH_CHECK_VALUE(counts[j] >= 0, what, ": counts must be >= 0, got ", counts[j], " in bin ", j);
+    S[j + 1] = S[j] + c[j];
+    Z[j + 1] = Z[j] + (c[j] != 0);
+    L[j + 1] = L[j] + xlogx(static_cast<double>(c[j]));
+  }
+  const int64_t ncand = (n - start_bin) / stride + 1;
+  const double total = static_cast<double>(S[n]);
+  if (S[n] == 0) return static_cast<double>(start_bin + (ncand - 1) * stride) * width;  // all NaN there: last
+
+  const double inf = std::numeric_limits<double>::infinity();
+  const double log_total = std::log(total);
+  // KL(P||Q) with P, Q normalised, written over raw counts:
+  //   sum p log(p/q) = (sum P log P - sum P log Q) / T - log T + log sum(Q),  sum(Q) = S[i].
+  // Inside a level every non-empty bin has Q = level count / non-empty bins, so sum P log Q
+  // is one term per level (plus the outliers that P adds to bin i-1).
+  auto divergence = [&](int64_t i) -> double {
+    const int64_t tail = S[n] - S[i];
+    if (S[i] == 0) return inf;                    // no Q (see the header)
+    if (c[i - 1] == 0 && tail > 0) return inf;    // P > 0 where Q == 0
+    const double plogp = L[i - 1] + xlogx(static_cast<double>(c[i - 1] + tail));
+    double plogq = 0.0;
+    // Bin j < i belongs to level floor(j * levels / i): level k covers [ceil(k*i/levels), ceil((k+1)*i/levels)).
+    int64_t lo = 0;
+    for (int64_t k = 0; k < levels; ++k) {
+      const int64_t hi = ((k + 1) * i + levels - 1) >> shift;
+      const int64_t nz = Z[hi] - Z[lo];
+      if (nz > 0) {
+        const double g = static_cast<double>(S[hi] - S[lo]);
+        const double logq = std::log(g / static_cast<double>(nz));
+        plogq += g * logq;
+        if (hi == i) plogq += static_cast<double>(tail) * logq;  // the level holding bin i-1
+      }
+      lo = hi;
+    }
+    return (plogp - plogq) / total - log_total + std::log(static_cast<double>(S[i]));
+  };
+
+  std::vector<double> div(static_cast<size_t>(ncand));
+  at::parallel_for(0, ncand, 64, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) div[static_cast<size_t>(k)] = divergence(start_bin + k * stride);
+  });
+  int64_t best = 0;
+  for (int64_t k = 1; k < ncand; ++k)
+    if (div[static_cast<size_t>(k)] <= div[static_cast<size_t>(best)]) best = k;  // ties: the last
+  return static_cast<double>(start_bin + best * stride) * width;
+}
+
+double amax_percentile(const std::vector<int64_t>& counts, double width, double percentile) {
+  const char* what = "amax_percentile";
+  TORCH_CHECK_VALUE(percentile > 0.0 && percentile <= 100.0, what, ": percentile must be in (0, 100], got ",
+                    percentile);
+  check_hist(what, counts, width);
+  double total = 0;
+  for (int64_t v : counts) total += static_cast<double>(v);
+  if (total <= 0) return 0.0;
+  // The same float64 operations as numpy: cdf = cumsum(hist / total); searchsorted(cdf, p/100).
+  const double target = percentile / 100.0;
+  double cdf = 0.0;
+  const int64_t n = static_cast<int64_t>(counts.size());
+  for (int64_t j = 0; j < n; ++j) {
+    cdf += static_cast<double>(counts[j]) / total;
+    if (cdf >= target) return static_cast<double>(j) * width;
+  }
+  return static_cast<double>(n) * width;
+}
+
+double amax_mse(const std::vector<int64_t>& counts, double width, int64_t num_bits, bool is_unsigned,
+                int64_t start_bin, int64_t stride) {
+  const char* what = "amax_mse";
+  check_hist(what, counts, width);
+  const int64_t n = static_cast<int64_t>(counts.size());
+  check_search(what, num_bits, start_bin, stride, n - 1);
+  std::vector<float> centers(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) centers[static_cast<size_t>(j)] = static_cast<float>((j + 0.5) * width);
+  // Empty bins add nothing to any candidate's error: only non-empty bins are quantized.
+  std::vector<float> c_nz;
+  std::vector<double> w_nz;
+  for (int64_t j = 0; j < n; ++j) {
+    if (counts[j] != 0) {
+      c_nz.push_back(centers[static_cast<size_t>(j)]);
+      w_nz.push_back(static_cast<double>(counts[j]));
+    }
+  }
+  if (c_nz.empty()) return static_cast<double>(centers[static_cast<size_t>(start_bin)]);  // all errors 0: first
+  const int64_t m = static_cast<int64_t>(c_nz.size());
+  const at::Tensor cf = at::tensor(c_nz, at::kFloat);
+  const at::Tensor cd = cf.to(at::kDouble);
+  const at::Tensor w = at::tensor(w_nz, at::kDouble);
+  std::vector<float> cand_amax;
+  for (int64_t i = start_bin; i < n; i += stride) cand_amax.push_back(centers[static_cast<size_t>(i)]);
+  const int64_t ncand = static_cast<int64_t>(cand_amax.size());
+  const at::Tensor amax_all = at::tensor(cand_amax, at::kFloat);
+  // Candidates in chunks so a grown histogram never needs candidates x bins at once.
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 21) / m);
+  std::vector<at::Tensor> errs;
+  for (int64_t c0 = 0; c0 < ncand; c0 += chunk) {
+    const at::Tensor amax = amax_all.slice(0, c0, std::min(ncand, c0 + chunk));
+    const at::Tensor grid = cf.unsqueeze(0).expand({amax.numel(), m}).contiguous();
+    // narrow_range: pytorch-quantization's fake_tensor_quant default, which its mse search uses.
+    const at::Tensor q = fake_quant(grid, amax, num_bits, is_unsigned, /*narrow_range=*/true, /*axis=*/0);
+    errs.push_back((q.to(at::kDouble) - cd).square_().mv(w));
+  }
+  const int64_t best = at::cat(errs).argmin().item<int64_t>();  // the first minimum
+  return static_cast<double>(cand_amax[static_cast<size_t>(best)]);
+}
+
+}  // namespace calib
+}  // namespace torchqat

@@ -1,0 +1,62 @@
+#pragma once
+// HistogramCalibrator: an int64 histogram of |x| from 0, grown by appending bins of the same
+// width when a later batch exceeds the range (pytorch-quantization's behaviour, without its
+// float32 counts that saturate at 2^24); amax by entropy, percentile or mse search.
+//
+// The first batch with a non-zero value fixes the range [0, max] split into num_bins bins
+// (zeros seen before that count in bin 0). Per batch there is one small host read, the batch
+// max: it decides whether the range grows and refuses NaN/Inf data (c10::ValueError) before
+// any of it is counted. The counts stay on the data's device (histogram_abs op).
+#include <optional>
+#include <vector>
+
+#include "torchqat/calib/calibrator.h"
+
+namespace torchqat {
+namespace calib {
+
+class HistogramCalibrator : public Calibrator {
+ public:
+  // axis must be empty/nullopt: the histogram is per tensor (per-channel calibration: use
+  // MaxCalibrator). num_bins >= 2^(num_bits-1+unsigned), the levels the entropy search merges into.
+  HistogramCalibrator(int64_t num_bits = 8, std::optional<std::vector<int64_t>> axis = std::nullopt,
+                      bool is_unsigned = false, int64_t num_bins = 2048, bool skip_zeros = false);
+
+  void collect(const at::Tensor& x) override;
+  void reset() override;
+  // method "entropy" | "percentile" | "mse" (AmaxOptions); a 0-d float tensor on the
+  // histogram's device, or nullopt before any collect. All-zero data gives amax 0.
+  std::optional<at::Tensor> compute_amax(const AmaxOptions& opts = {}) override;
+  std::string name() const override { return "HistogramCalibrator"; }
+
+  // The histogram (int64, on the data's device) and its bin width; undefined/0 before the
+  // first non-zero value.
+  const at::Tensor& histogram() const { return hist_; }
+  double bin_width() const { return width_; }
+  // Replaces the state (merging across processes); hist: 1-d int64 counts >= 0.
+  void set_state(const at::Tensor& hist, double bin_width);
+  // Makes the range cover [0, vmax]: fixes the bin width on first use, else grows. Distributed
+  // calibration calls it with the all-reduced batch max so every rank bins with one width.
+  void reserve_range(double vmax);
+  // Extends the histogram to num_bins bins of the current width (zeros appended).
+  void grow_to(int64_t num_bins);
+  // Values collected while every value so far was zero (no range yet); 0 once a range is fixed.
+  int64_t pending_zeros() const { return pending_zeros_; }
+
+  int64_t num_bits() const { return num_bits_; }
+  bool is_unsigned() const { return unsigned_; }
+  int64_t num_bins() const { return num_bins_; }
+  bool skip_zeros() const { return skip_zeros_; }
+
+ private:
+  int64_t num_bits_;
+  bool unsigned_;
+  int64_t num_bins_;
+  bool skip_zeros_;
+  at::Tensor hist_;
+  double width_ = 0.0;
+  int64_t pending_zeros_ = 0;  // zeros seen before any non-zero value fixed the bin width (counted in bin 0 then)
+};
+
+}  // namespace calib
+}  // namespace torchqat

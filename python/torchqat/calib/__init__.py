@@ -1,0 +1,8 @@
+"""Calibrators with pytorch-quantization's names and arguments, backed by the C++ ones, and the
+model-level calibrate() helper (exported as torchqat.calibrate)."""
+from .max import MaxCalibrator  # noqa: F401
+from .histogram import HistogramCalibrator  # noqa: F401
+from .calibrate import calibrate, collect_stats, compute_amax  # noqa: F401
+from .weights import calibrate_weights  # noqa: F401
+
+__all__ = ["MaxCalibrator", "HistogramCalibrator", "calibrate", "collect_stats", "compute_amax", "calibrate_weights"]

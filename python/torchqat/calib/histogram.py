@@ -1,0 +1,131 @@
+"""HistogramCalibrator: an int64 histogram of |x| and the entropy / percentile / mse amax
+searches, all in C++; this class adds pytorch-quantization's arguments and torch.distributed."""
+import warnings
+
+import torch
+import torch.distributed as dist
+
+from .. import _C
+from . import _distributed
+
+__all__ = ["HistogramCalibrator"]
+
+_METHODS = ("entropy", "percentile", "mse")
+
+
+class HistogramCalibrator:
+    """Histogram of |x| from 0 with bins of one width, grown by appending bins when later data
+    exceeds the range; amax by compute_amax('entropy' | 'percentile' | 'mse').
+
+    Args (pytorch-quantization's): num_bits, axis (must be None: per tensor only), unsigned,
+    num_bins (>= 2^(num_bits-1+unsigned)), grow_method (deprecated, ignored), skip_zeros (do not
+    count exact zeros), torch_hist (ignored: one C++ histogram serves both of its paths; note
+    that its numpy path started the range at the data minimum, this one always starts at 0).
+    Counts are int64 (no saturation at 2^24). NaN or Inf in collected data raise ValueError.
+    """
+
+    def __init__(self, num_bits=8, axis=None, unsigned=False, num_bins=2048, grow_method=None, skip_zeros=False,
+                 torch_hist=True):
+        if grow_method is not None:
+            warnings.warn("HistogramCalibrator: grow_method is deprecated and ignored; the range always grows by "
+                          "appending bins of the same width", DeprecationWarning, stacklevel=2)
+        self._num_bits = num_bits
+        self._axis = axis
+        self._unsigned = unsigned
+        self._num_bins = num_bins
+        self._skip_zeros = skip_zeros
+        self._torch_hist = torch_hist
+        axis_list = None if axis is None else (list(axis) if isinstance(axis, (tuple, list)) else [axis])
+        self._impl = _C.HistogramCalibrator(num_bits, axis_list, unsigned, num_bins, skip_zeros)
+        # Set by torchqat.calibrate under torch.distributed: every rank collects the same batches
+        # in step, so the first batch's range can be agreed on (one bin width on every rank).
+        self._lockstep = False
+
+    @property
+    def _calib_hist(self):
+        """The int64 counts (on the data's device), None before any non-zero data."""
+        return self._impl.histogram()
+
+    @property
+    def _calib_bin_width(self):
+        return self._impl.bin_width()
+
+    @property
+    def _calib_bin_edges(self):
+        """Bin edges i * width (float64, CPU), None before any non-zero data."""
+        h = self._impl.histogram()
+        if h is None:
+            return None
+        return torch.arange(h.numel() + 1, dtype=torch.float64) * self._impl.bin_width()
+
+    def collect(self, x):
+        """Adds |x| to the histogram (growing the range first if x exceeds it)."""
+        if self._lockstep and self._impl.bin_width() == 0.0 and _distributed.active():
+            # Until a range is fixed, ranks agree on it: the first non-zero batch max over all
+            # ranks sets one bin width everywhere, as one process seeing all the data would.
+            m = torch.ops.torchqat.abs_max(x.detach(), []).reshape(1).to(_distributed.device(), torch.float64)
+            dist.all_reduce(m, op=dist.ReduceOp.MAX)
+            self._impl.reserve_range(float(m.item()))
+        self._impl.collect(x)
+
+    def reset(self):
+        self._impl.reset()
+
+    def compute_amax(self, method="entropy", *, stride=1, start_bin=128, percentile=99.99):
+        """amax (a 0-d float32 tensor on the histogram's device) by method; None before any collect.
+
+        'entropy': the KL search over candidate ranges start_bin, start_bin+stride, ...;
+        'mse': the candidate bin centre with the least count-weighted squared error;
+        'percentile': the bin edge where the CDF reaches percentile, in (0, 100].
+        """
+        if method not in _METHODS:
+            raise ValueError(f"HistogramCalibrator: unknown calibration method {method!r}; "
+                             f"use one of {', '.join(repr(m) for m in _METHODS)}")
+        return self._impl.compute_amax(method, start_bin, stride, percentile)
+
+    def sync(self, group=None):
+        """Merges the histograms of every process of group (all must call it): ranges are unified by
+        growing every histogram to the largest bin count, then counts are summed. A no-op when not
+        distributed.
+
+        Histograms must share one bin width, which torchqat.calibrate arranges (lockstep range);
+        ranks that collected on their own have different widths: their counts are re-binned onto
+        the widest one by bin left edge (an approximation; a warning says so).
+        """
+        if not _distributed.active(group):
+            return
+        dev = _distributed.device(group)
+        h = self._impl.histogram()
+        mine = self._impl.bin_width() if h is not None else 0.0
+        width = torch.tensor([mine, -mine], dtype=torch.float64, device=dev)
+        dist.all_reduce(width, op=dist.ReduceOp.MAX, group=group)
+        w, w_min = float(width[0]), -float(width[1])
+        if w == 0.0:
+            return  # nobody saw a non-zero value
+        counts = h.to(dev) if h is not None else torch.zeros(1, dtype=torch.long, device=dev)
+        if h is None and not self._skip_zeros:
+            counts[0] = self._impl.pending_zeros()  # zeros seen before any range: bin 0 everywhere
+        if 0.0 < w_min < w and h is not None and mine != w:
+            warnings.warn(f"HistogramCalibrator.sync: ranks binned with different widths ({w_min} .. {w}); "
+                          "re-binning onto the widest, which is approximate. Calibrate with torchqat.calibrate "
+                          "to bin with one width on every rank.", stacklevel=2)
+            counts = _rebin(counts, mine, w)
+        n = torch.tensor([counts.numel()], dtype=torch.long, device=dev)
+        dist.all_reduce(n, op=dist.ReduceOp.MAX, group=group)
+        full = torch.zeros(int(n.item()), dtype=torch.long, device=dev)
+        full[:counts.numel()] = counts
+        dist.all_reduce(full, op=dist.ReduceOp.SUM, group=group)
+        self._impl.set_state(full.to(h.device if h is not None else dev), w)
+
+    def __repr__(self):
+        return (f"HistogramCalibrator(num_bits={self._num_bits}, axis={self._axis}, unsigned={self._unsigned}, "
+                f"num_bins={self._num_bins}, skip_zeros={self._skip_zeros})")
+
+
+def _rebin(counts, width, new_width):
+    """Moves counts of bins of width into bins of new_width (>= width), by each bin's left edge."""
+    idx = torch.floor(torch.arange(counts.numel(), dtype=torch.float64, device=counts.device) * width /
+                      new_width).long()
+    out = torch.zeros(int(idx.max().item()) + 1, dtype=torch.long, device=counts.device)
+    out.index_add_(0, idx, counts)
+    return out

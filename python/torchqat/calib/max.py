@@ -1,0 +1,80 @@
+"""MaxCalibrator: running abs-max, per tensor or per channel (the statistics live in C++)."""
+import torch
+import torch.distributed as dist
+
+from .. import _C
+from . import _distributed
+
+__all__ = ["MaxCalibrator"]
+
+
+def _axis_list(axis):
+    if axis is None:
+        return []
+    return list(axis) if isinstance(axis, (tuple, list)) else [axis]
+
+
+class MaxCalibrator:
+    """Keeps the running abs-max of what it collects, over every dim not in axis.
+
+    Args (pytorch-quantization's): num_bits, axis (None = per tensor; an int or tuple of the
+    dims that keep their own amax), unsigned, track_amax (keep every batch's amax in `amaxs`).
+    NaN or Inf in collected data raise ValueError instead of becoming the amax.
+    """
+
+    def __init__(self, num_bits=8, axis=None, unsigned=False, track_amax=False):
+        self._num_bits = num_bits
+        self._axis = axis
+        self._unsigned = unsigned
+        self._track_amax = track_amax
+        self._impl = _C.MaxCalibrator(num_bits, _axis_list(axis), unsigned, track_amax)
+
+    @property
+    def _calib_amax(self):
+        """The running amax (keepdim-shaped per channel, 0-d per tensor), None before collect."""
+        return self._impl.calib_amax()
+
+    @property
+    def amaxs(self):
+        """Per-batch amaxes as numpy arrays when track_amax, else None."""
+        return [a.numpy() for a in self._impl.amaxs()] if self._track_amax else None
+
+    def collect(self, x):
+        """Folds x's abs-max into the running amax; RuntimeError 'amax shape changed' on a new shape."""
+        self._impl.collect(x)
+
+    def reset(self):
+        self._impl.reset()
+
+    def compute_amax(self, *args, **kwargs):
+        """The running amax, or None before any collect (arguments are accepted and ignored, as before)."""
+        return self._impl.compute_amax()
+
+    def sync(self, group=None):
+        """All-reduces the amax with MAX over the processes of group; a no-op when not distributed.
+
+        Every process of group must call it. A process that collected nothing takes part with
+        zeros of the others' shape (ranks that collected disagree on the shape: RuntimeError).
+        """
+        if not _distributed.active(group):
+            return
+        amax = self._impl.calib_amax()
+        shape = None if amax is None else tuple(amax.shape)
+        shapes = [None] * dist.get_world_size(group)
+        dist.all_gather_object(shapes, shape, group=group)
+        known = {s for s in shapes if s is not None}
+        if not known:
+            return
+        if len(known) > 1:
+            raise RuntimeError(f"MaxCalibrator.sync: amax shape changed! Ranks collected amax of shapes {shapes}")
+        dev = _distributed.device(group)
+        if amax is None:
+            t = torch.zeros(known.pop(), dtype=torch.float32, device=dev)
+        else:
+            t = amax.float().to(dev, copy=True)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+        self._impl.set_calib_amax(t if amax is None else t.to(amax.device))
+
+    def __repr__(self):
+        return (f"MaxCalibrator(num_bits={self._num_bits}, axis={self._axis}, unsigned={self._unsigned}, "
+                f"track_amax={self._track_amax})")
