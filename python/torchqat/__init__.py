@@ -11,6 +11,8 @@ __version__ = _C.version()
 
 from . import tensor_quant  # noqa: E402
 from . import nn  # noqa: E402
+from . import calib  # noqa: E402
+from .calib import calibrate  # noqa: E402,F401
 
 
 def cuda_compiled():
@@ -19,3 +21,11 @@ def cuda_compiled():
 
 
 set_cuda_amax_checks = _C.set_cuda_amax_checks
+
+# Insertion, placement, BN folding and QAT tools (issue 4).
+from . import quant_modules  # noqa: E402
+from .quantize_model import quantize_model  # noqa: E402
+from . import placement  # noqa: E402
+from .placement import share_scales  # noqa: E402,F401
+from .bn_fold import fold_bn  # noqa: E402,F401
+from . import tools  # noqa: E402

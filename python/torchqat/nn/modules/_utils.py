@@ -1,5 +1,12 @@
-"""Mixins that give a torch.nn module its quantizers, with pytorch-quantization's names."""
+"""Mixins that give a torch.nn module its quantizers, with pytorch-quantization's names.
+
+`QuantMixin` (input + weight quantizer) and `QuantInputMixin` (input quantizer only) hold the
+class-level default descriptors; `pop_quant_desc_in_kwargs` picks the descriptors a constructor
+was given. The helpers at the bottom are shared by the Quant* modules (axis checks, copying a
+float module's constructor arguments).
+"""
 import copy
+import inspect
 
 from ...tensor_quant import QUANT_DESC_8BIT_PER_TENSOR, QuantDescriptor
 from .tensor_quantizer import TensorQuantizer
@@ -19,13 +26,16 @@ class QuantInputMixin:
 
     @classmethod
     def set_default_quant_desc_input(cls, value):
+        """Descriptor used by modules of this class made from now on (a deep copy is kept)."""
         _check_desc(value, "quant_desc_input")
         cls.default_quant_desc_input = copy.deepcopy(value)
 
     def init_quantizer(self, quant_desc_input):
-        self._fake_quant = True
+        """Makes `_input_quantizer`. Called by __init__ (or by hand on an object made with __new__)."""
+        _check_desc(quant_desc_input, "quant_desc_input")
         if not quant_desc_input.fake_quant:
             raise ValueError("Only fake quantization is supported!")
+        self._fake_quant = True
         self._input_quantizer = TensorQuantizer(quant_desc_input)
 
     @property
@@ -40,12 +50,18 @@ class QuantMixin(QuantInputMixin):
 
     @classmethod
     def set_default_quant_desc_weight(cls, value):
+        """Weight descriptor used by modules of this class made from now on (a deep copy is kept)."""
         _check_desc(value, "quant_desc_weight")
         cls.default_quant_desc_weight = copy.deepcopy(value)
 
     def init_quantizer(self, quant_desc_input, quant_desc_weight, num_layers=None):
+        """Makes `_input_quantizer` and `_weight_quantizer` (num_layers: pytorch-quantization's RNN argument)."""
+        _check_desc(quant_desc_input, "quant_desc_input")
+        _check_desc(quant_desc_weight, "quant_desc_weight")
         if not (quant_desc_input.fake_quant and quant_desc_weight.fake_quant):
             raise ValueError("Only fake quantization is supported!")
+        if num_layers is not None:
+            raise ValueError("num_layers is for quantized RNNs, which torchqat does not provide")
         self._fake_quant = True
         self._input_quantizer = TensorQuantizer(quant_desc_input)
         self._weight_quantizer = TensorQuantizer(quant_desc_weight)
@@ -67,11 +83,42 @@ def pop_quant_desc_in_kwargs(quant_cls, input_only=False, **kwargs):
     return quant_desc_input if input_only else (quant_desc_input, quant_desc_weight)
 
 
-def check_weight_axis(module, desc, weight_dim):
-    """A weight descriptor's axes must exist on the layer's weight."""
+def split_quant_kwargs(kwargs, names=("quant_desc_input", "quant_desc_weight")):
+    """Removes the quant descriptor kwargs from kwargs (in place) and returns them."""
+    return {k: kwargs.pop(k) for k in names if k in kwargs}
+
+
+def check_axis(module, desc, what, rank):
+    """Every axis of a descriptor must exist on a tensor of `rank` dimensions (the layer's weight or input)."""
     if desc.axis is None:
         return
     for a in desc.axis:
-        if not -weight_dim <= a < weight_dim:
-            raise ValueError(f"{module.__class__.__name__}: quant_desc_weight axis {a} is out of range for a weight "
-                             f"with {weight_dim} dimensions")
+        if not -rank <= a < rank:
+            raise ValueError(f"{module.__class__.__name__}: {what} axis {a} is out of range for a {what[11:]} "
+                             f"with {rank} dimensions (valid: {-rank}..{rank - 1}); got {desc}")
+
+
+def check_weight_axis(module, desc, weight_dim):
+    """A weight descriptor's axes must exist on the layer's weight."""
+    check_axis(module, desc, "quant_desc_weight", weight_dim)
+
+
+def check_input_axis(module, desc, input_dim):
+    """An input descriptor's axes must exist on the layer's (batched) input."""
+    check_axis(module, desc, "quant_desc_input", input_dim)
+
+
+def float_ctor_args(module, base):
+    """The constructor arguments of `base` (a torch.nn class) that rebuild `module`, read from its attributes."""
+    args = {}
+    for name, p in inspect.signature(base.__init__).parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or name in ("device", "dtype"):
+            continue
+        if hasattr(module, name):
+            args[name] = getattr(module, name)
+    return args
+
+
+def quant_desc_kwargs(quant_desc_input=None, quant_desc_weight=None):
+    return {k: v for k, v in (("quant_desc_input", quant_desc_input), ("quant_desc_weight", quant_desc_weight))
+            if v is not None}

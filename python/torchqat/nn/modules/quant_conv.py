@@ -1,4 +1,8 @@
-"""Quantized convolutions: F.convNd(input_quantizer(x), weight_quantizer(weight))."""
+"""Quantized convolutions: F.convNd(input_quantizer(x), weight_quantizer(weight), bias, ...).
+
+Weight quantizers are per output channel: axis 0 for Conv (amax [K,1,1,1]), axis 1 for
+ConvTranspose (amax [1,Cout,1,1]), as pytorch-quantization 2.2.1 does.
+"""
 from torch import nn
 from torch.nn import functional as F
 
@@ -11,9 +15,13 @@ __all__ = ["QuantConv1d", "QuantConv2d", "QuantConv3d", "QuantConvTranspose1d", 
 
 
 class _QuantConvMixin(_utils.QuantMixin):
-    def _init_quant(self, kwargs):
-        desc_in, desc_w = _utils.pop_quant_desc_in_kwargs(self.__class__, **kwargs)
-        _utils.check_weight_axis(self, desc_w, self.weight.dim())
+    _nd = 2
+    _float_module = nn.Conv2d
+
+    def _init_quant(self, quant_kwargs):
+        desc_in, desc_w = _utils.pop_quant_desc_in_kwargs(self.__class__, **quant_kwargs)
+        _utils.check_input_axis(self, desc_in, self._nd + 2)
+        _utils.check_weight_axis(self, desc_w, self._nd + 2)
         self.init_quantizer(desc_in, desc_w)
 
     def _quant(self, x):
@@ -21,53 +29,57 @@ class _QuantConvMixin(_utils.QuantMixin):
 
     @classmethod
     def from_float(cls, module, quant_desc_input=None, quant_desc_weight=None):
-        """A quantized copy of a float module (weights and bias copied)."""
-        kw = {}
-        if quant_desc_input is not None:
-            kw["quant_desc_input"] = quant_desc_input
-        if quant_desc_weight is not None:
-            kw["quant_desc_weight"] = quant_desc_weight
-        args = dict(in_channels=module.in_channels, out_channels=module.out_channels, kernel_size=module.kernel_size,
-                    stride=module.stride, padding=module.padding, dilation=module.dilation, groups=module.groups,
-                    bias=module.bias is not None, padding_mode=module.padding_mode)
-        if isinstance(module, nn.modules.conv._ConvTransposeNd):
-            args["output_padding"] = module.output_padding
-        q = cls(**args, **kw).to(device=module.weight.device, dtype=module.weight.dtype)
-        q.weight.data.copy_(module.weight.data)
+        """A quantized copy of a float conv: same arguments, weight and bias copied (not shared)."""
+        base = cls._float_module
+        if not isinstance(module, base):
+            raise TypeError(f"{cls.__name__}.from_float expects a {base.__module__}.{base.__name__}, "
+                            f"got {type(module).__name__}")
+        args = _utils.float_ctor_args(module, base)
+        args["bias"] = module.bias is not None
+        # Built on the meta device: no random init, the parameters are replaced below.
+        q = cls(**args, **_utils.quant_desc_kwargs(quant_desc_input, quant_desc_weight), device="meta")
+        q.weight = nn.Parameter(module.weight.detach().clone(), requires_grad=module.weight.requires_grad)
         if module.bias is not None:
-            q.bias.data.copy_(module.bias.data)
+            q.bias = nn.Parameter(module.bias.detach().clone(), requires_grad=module.bias.requires_grad)
+        q._input_quantizer.to(module.weight.device)
+        q._weight_quantizer.to(module.weight.device)
+        q.train(module.training)
         return q
 
 
-def _make_conv(name, base, fn, weight_desc):
+def _make_conv(name, base, nd, weight_desc):
     class QuantConv(base, _QuantConvMixin):
         default_quant_desc_weight = weight_desc
+        _nd = nd
+        _float_module = base
 
         def __init__(self, *args, **kwargs):
-            quant_kwargs = {k: kwargs.pop(k) for k in ("quant_desc_input", "quant_desc_weight") if k in kwargs}
+            quant_kwargs = _utils.split_quant_kwargs(kwargs)
             super().__init__(*args, **kwargs)
             self._init_quant(quant_kwargs)
 
         def forward(self, input):
             x, w = self._quant(input)
-            if self.padding_mode != "zeros":
-                x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-                return fn(x, w, self.bias, self.stride, 0, self.dilation, self.groups)
-            return fn(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            # torch's own conv call (padding modes included) on the quantized tensors.
+            return self._conv_forward(x, w, self.bias)
 
     QuantConv.__name__ = QuantConv.__qualname__ = name
+    QuantConv.__doc__ = (f"{base.__name__} with a per-tensor input quantizer and a per-channel (axis 0) weight "
+                         f"quantizer; extra kwargs quant_desc_input / quant_desc_weight.")
     return QuantConv
 
 
-def _make_conv_transpose(name, base, fn, weight_desc, nd):
+def _make_conv_transpose(name, base, fn, nd, weight_desc):
     class QuantConvTranspose(base, _QuantConvMixin):
         default_quant_desc_weight = weight_desc
+        _nd = nd
+        _float_module = base
 
         def __init__(self, *args, **kwargs):
-            quant_kwargs = {k: kwargs.pop(k) for k in ("quant_desc_input", "quant_desc_weight") if k in kwargs}
+            quant_kwargs = _utils.split_quant_kwargs(kwargs)
             super().__init__(*args, **kwargs)
             if self.padding_mode != "zeros":
-                raise ValueError(f"Only 'zeros' padding mode is supported for {name}")
+                raise ValueError(f"Only 'zeros' padding mode is supported for {name}, got {self.padding_mode!r}")
             self._init_quant(quant_kwargs)
 
         def forward(self, input, output_size=None):
@@ -77,18 +89,25 @@ def _make_conv_transpose(name, base, fn, weight_desc, nd):
             return fn(x, w, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation)
 
     QuantConvTranspose.__name__ = QuantConvTranspose.__qualname__ = name
+    QuantConvTranspose.__doc__ = (f"{base.__name__} with a per-tensor input quantizer and a per-channel (axis 1) "
+                                  f"weight quantizer; extra kwargs quant_desc_input / quant_desc_weight.")
     return QuantConvTranspose
 
 
-QuantConv1d = _make_conv("QuantConv1d", nn.Conv1d, F.conv1d, tensor_quant.QUANT_DESC_8BIT_CONV1D_WEIGHT_PER_CHANNEL)
-QuantConv2d = _make_conv("QuantConv2d", nn.Conv2d, F.conv2d, tensor_quant.QUANT_DESC_8BIT_CONV2D_WEIGHT_PER_CHANNEL)
-QuantConv3d = _make_conv("QuantConv3d", nn.Conv3d, F.conv3d, tensor_quant.QUANT_DESC_8BIT_CONV3D_WEIGHT_PER_CHANNEL)
-QuantConvTranspose1d = _make_conv_transpose("QuantConvTranspose1d", nn.ConvTranspose1d, F.conv_transpose1d,
-                                            tensor_quant.QUANT_DESC_8BIT_CONVTRANSPOSE1D_WEIGHT_PER_CHANNEL, 1)
-QuantConvTranspose2d = _make_conv_transpose("QuantConvTranspose2d", nn.ConvTranspose2d, F.conv_transpose2d,
-                                            tensor_quant.QUANT_DESC_8BIT_CONVTRANSPOSE2D_WEIGHT_PER_CHANNEL, 2)
-QuantConvTranspose3d = _make_conv_transpose("QuantConvTranspose3d", nn.ConvTranspose3d, F.conv_transpose3d,
-                                            tensor_quant.QUANT_DESC_8BIT_CONVTRANSPOSE3D_WEIGHT_PER_CHANNEL, 3)
+QuantConv1d = _make_conv("QuantConv1d", nn.Conv1d, 1, tensor_quant.QUANT_DESC_8BIT_CONV1D_WEIGHT_PER_CHANNEL)
+QuantConv2d = _make_conv("QuantConv2d", nn.Conv2d, 2, tensor_quant.QUANT_DESC_8BIT_CONV2D_WEIGHT_PER_CHANNEL)
+QuantConv3d = _make_conv("QuantConv3d", nn.Conv3d, 3, tensor_quant.QUANT_DESC_8BIT_CONV3D_WEIGHT_PER_CHANNEL)
+QuantConvTranspose1d = _make_conv_transpose("QuantConvTranspose1d", nn.ConvTranspose1d, F.conv_transpose1d, 1,
+                                            tensor_quant.QUANT_DESC_8BIT_CONVTRANSPOSE1D_WEIGHT_PER_CHANNEL)
+QuantConvTranspose2d = _make_conv_transpose("QuantConvTranspose2d", nn.ConvTranspose2d, F.conv_transpose2d, 2,
+                                            tensor_quant.QUANT_DESC_8BIT_CONVTRANSPOSE2D_WEIGHT_PER_CHANNEL)
+QuantConvTranspose3d = _make_conv_transpose("QuantConvTranspose3d", nn.ConvTranspose3d, F.conv_transpose3d, 3,
+                                            tensor_quant.QUANT_DESC_8BIT_CONVTRANSPOSE3D_WEIGHT_PER_CHANNEL)
+
+for _cls in (QuantConv1d, QuantConv2d, QuantConv3d, QuantConvTranspose1d, QuantConvTranspose2d,
+             QuantConvTranspose3d):
+    _cls.__module__ = __name__
+del _cls
 
 Conv1d, Conv2d, Conv3d = QuantConv1d, QuantConv2d, QuantConv3d
 ConvTranspose1d, ConvTranspose2d, ConvTranspose3d = QuantConvTranspose1d, QuantConvTranspose2d, QuantConvTranspose3d
