@@ -349,9 +349,15 @@ def test_abs_max_refuses_nan_and_inf():
 
 # ----- bad inputs ----------------------------------------------------------------------------------
 
-def test_compute_amax_before_collect_is_none():
+def test_compute_amax_before_collect():
+    # Max keeps pytorch-quantization's None; a histogram search over nothing is an error.
     assert calib.MaxCalibrator(8, None, False).compute_amax() is None
-    assert calib.HistogramCalibrator(8, None, False).compute_amax("entropy") is None
+    h = calib.HistogramCalibrator(8, None, False)
+    assert not h.has_data()
+    with pytest.raises(RuntimeError, match="no data collected yet"):
+        h.compute_amax("entropy")
+    h.collect(torch.zeros(3))  # all-zero data is data: amax 0
+    assert h.has_data() and h.compute_amax("entropy").item() == 0.0
 
 
 def test_unknown_method():
@@ -397,7 +403,7 @@ def test_nan_and_inf_data_are_refused(bad):
     for cal in (calib.MaxCalibrator(8, None, False), calib.HistogramCalibrator(8, None, False)):
         with pytest.raises(ValueError, match="NaN" if math.isnan(bad) else "Inf"):
             cal.collect(x)
-        assert cal.compute_amax() is None
+        assert not cal.has_data()  # nothing of the bad batch was kept
     cal = calib.HistogramCalibrator(8, None, False)
     cal.collect(torch.ones(10))
     with pytest.raises(ValueError):
@@ -624,3 +630,30 @@ def test_two_ranks_with_half_the_data_match_one_process():
         one.collect(x)
     for r in ranks:
         assert torch.equal(r["hist"], one._calib_hist)
+
+
+def test_calibrators_survive_deepcopy_and_pickle_mid_calibration():
+    import copy
+    import io
+    x = _distribution("laplace")
+    h = calib.HistogramCalibrator(8, None, False)
+    h.collect(x)
+    z = calib.HistogramCalibrator(8, None, False)
+    z.collect(torch.zeros(10))
+    m = calib.MaxCalibrator(8, 0, False)
+    m.collect(x.reshape(100, -1))
+    for clone in (copy.deepcopy, lambda c: torch.load(io.BytesIO(_saved(c)), weights_only=False)):
+        h2, z2, m2 = clone(h), clone(z), clone(m)
+        assert torch.equal(h2._calib_hist, h._calib_hist) and h2._calib_bin_width == h._calib_bin_width
+        assert h2.compute_amax("mse") == h.compute_amax("mse")
+        h2.collect(x * 2)  # the copy is independent and keeps collecting
+        assert h._calib_hist.sum() == x.numel()
+        assert z2._impl.pending_zeros() == 10 and z2.compute_amax("percentile") == 0
+        assert torch.equal(m2.compute_amax(), m.compute_amax())
+
+
+def _saved(obj):
+    import io
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()

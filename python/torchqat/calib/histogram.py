@@ -35,11 +35,32 @@ class HistogramCalibrator:
         self._num_bins = num_bins
         self._skip_zeros = skip_zeros
         self._torch_hist = torch_hist
-        axis_list = None if axis is None else (list(axis) if isinstance(axis, (tuple, list)) else [axis])
-        self._impl = _C.HistogramCalibrator(num_bits, axis_list, unsigned, num_bins, skip_zeros)
+        self._impl = self._make_impl()
         # Set by torchqat.calibrate under torch.distributed: every rank collects the same batches
         # in step, so the first batch's range can be agreed on (one bin width on every rank).
         self._lockstep = False
+
+    def _make_impl(self):
+        axis = self._axis
+        axis_list = None if axis is None else (list(axis) if isinstance(axis, (tuple, list)) else [axis])
+        return _C.HistogramCalibrator(self._num_bits, axis_list, self._unsigned, self._num_bins, self._skip_zeros)
+
+    # Picklable, so torch.save(model) and copy.deepcopy(model) work mid-calibration: the
+    # Python attributes plus the C++ counts, bin width and not-yet-binned zeros.
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if k != "_impl"}
+        state["_impl_state"] = (self._impl.histogram(), self._impl.bin_width(), self._impl.pending_zeros())
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        hist, width, zeros = state.pop("_impl_state")
+        self.__dict__.update(state)
+        self._impl = self._make_impl()
+        if hist is not None:
+            self._impl.set_state(hist, width)
+        elif zeros:
+            self._impl.collect(torch.zeros(()).expand(zeros))  # all-zero data so far: counted, not stored
 
     @property
     def _calib_hist(self):
@@ -71,8 +92,12 @@ class HistogramCalibrator:
     def reset(self):
         self._impl.reset()
 
+    def has_data(self):
+        """True once collect saw a value (all-zero data counts: its amax is 0)."""
+        return self._impl.histogram() is not None or self._impl.pending_zeros() > 0
+
     def compute_amax(self, method="entropy", *, stride=1, start_bin=128, percentile=99.99):
-        """amax (a 0-d float32 tensor on the histogram's device) by method; None before any collect.
+        """amax (a 0-d float32 tensor on the histogram's device) by method; RuntimeError before any collect.
 
         'entropy': the KL search over candidate ranges start_bin, start_bin+stride, ...;
         'mse': the candidate bin centre with the least count-weighted squared error;
@@ -81,7 +106,12 @@ class HistogramCalibrator:
         if method not in _METHODS:
             raise ValueError(f"HistogramCalibrator: unknown calibration method {method!r}; "
                              f"use one of {', '.join(repr(m) for m in _METHODS)}")
-        return self._impl.compute_amax(method, start_bin, stride, percentile)
+        amax = self._impl.compute_amax(method, start_bin, stride, percentile)  # validates the arguments first
+        if amax is None:
+            # An error, not None: a None amax used to flow on and fail far away (issue 8).
+            raise RuntimeError("HistogramCalibrator.compute_amax: no data collected yet; call collect() with "
+                               "at least one non-empty tensor first")
+        return amax
 
     def sync(self, group=None):
         """Merges the histograms of every process of group (all must call it): ranges are unified by

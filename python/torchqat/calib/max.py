@@ -29,6 +29,21 @@ class MaxCalibrator:
         self._track_amax = track_amax
         self._impl = _C.MaxCalibrator(num_bits, _axis_list(axis), unsigned, track_amax)
 
+    # Picklable, so torch.save(model) and copy.deepcopy(model) work mid-calibration (the
+    # per-batch history of track_amax is not carried over).
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if k != "_impl"}
+        state["_calib_amax_state"] = self._impl.calib_amax()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        amax = state.pop("_calib_amax_state")
+        self.__dict__.update(state)
+        self._impl = _C.MaxCalibrator(self._num_bits, _axis_list(self._axis), self._unsigned, self._track_amax)
+        if amax is not None:
+            self._impl.set_calib_amax(amax)
+
     @property
     def _calib_amax(self):
         """The running amax (keepdim-shaped per channel, 0-d per tensor), None before collect."""
@@ -45,6 +60,10 @@ class MaxCalibrator:
 
     def reset(self):
         self._impl.reset()
+
+    def has_data(self):
+        """True once collect saw a non-empty tensor."""
+        return self._impl.calib_amax() is not None
 
     def compute_amax(self, *args, **kwargs):
         """The running amax, or None before any collect (arguments are accepted and ignored, as before)."""
