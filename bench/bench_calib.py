@@ -1,0 +1,176 @@
+"""Calibration benchmark: statistics collection in GB/s and the amax searches in ms per quantizer.
+
+    TORCHQAT_LIB_DIR=build PYTHONPATH=python python bench/bench_calib.py [--numel N] [--no-model]
+
+Rows (per device: CPU, and CUDA when available):
+  copy        out.copy_(x) into a preallocated out: the bandwidth reference of "vs copy". Not x.clone():
+              on CPU a 64 MB clone maps fresh pages every call (above glibc's mmap threshold) and runs
+              at a fraction of memory bandwidth, which made every other row look faster than a copy
+  histogram   torchqat.histogram_abs (2048 int64 bins) vs torch.histc (2048 float bins, which
+              counts x, not |x|)
+  collect     HistogramCalibrator.collect: abs-max, growth check (one host read), histogram
+  abs_max     torchqat.abs_max per tensor and per channel vs torch.amax / x.abs().amax
+GB/s is bytes of x / time (a copy also writes them: its GB/s counts the read side only).
+Then the amax searches on a 2048-bin histogram (CPU, one quantizer), and torchqat.calibrate
+on a ResNet-18-sized model (CPU).
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+import torchqat
+from torchqat import calib
+
+
+def _timeit(fn, device, repeat):
+    """Median seconds of fn() over repeat runs after a warm-up."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fn()
+    sync()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _row(rows, device, what, impl, seconds, nbytes, copy_gbs=None):
+    gbs = nbytes / seconds / 1e9 if nbytes else None
+    rows.append((device, what, impl, seconds * 1e3, gbs, gbs / copy_gbs if gbs and copy_gbs else None))
+
+
+def bench_device(device, numel, repeat):
+    rows = []
+    x = torch.randn(numel, device=device) * 2
+    nbytes = x.numel() * x.element_size()
+    amax = x.abs().max().item()
+    out = torch.empty_like(x)
+    copy_s = _timeit(lambda: out.copy_(x), device, repeat)
+    copy_gbs = nbytes / copy_s / 1e9
+    _row(rows, str(device), "copy", "out.copy_(x)", copy_s, nbytes, copy_gbs)
+
+    hist = torch.zeros(2048, dtype=torch.long, device=device)
+    width = amax / 2048
+    _row(rows, str(device), "histogram", "torchqat.histogram_abs",
+         _timeit(lambda: torch.ops.torchqat.histogram_abs(x, hist, width, False), device, repeat), nbytes, copy_gbs)
+    _row(rows, str(device), "histogram", "torch.histc(x, 2048, 0, max)",
+         _timeit(lambda: torch.histc(x, 2048, 0, amax), device, repeat), nbytes, copy_gbs)
+    cal = calib.HistogramCalibrator(8, None, False)
+    _row(rows, str(device), "collect", "HistogramCalibrator.collect",
+         _timeit(lambda: cal.collect(x), device, repeat), nbytes, copy_gbs)
+
+    _row(rows, str(device), "abs_max", "torchqat.abs_max(x)",
+         _timeit(lambda: torch.ops.torchqat.abs_max(x, []), device, repeat), nbytes, copy_gbs)
+    _row(rows, str(device), "abs_max", "torch.amax(x) (no abs)",
+         _timeit(lambda: torch.amax(x), device, repeat), nbytes, copy_gbs)
+    _row(rows, str(device), "abs_max", "x.abs().amax()",
+         _timeit(lambda: x.abs().amax(), device, repeat), nbytes, copy_gbs)
+    # Per channel: weights [K, C*k*k] (axis 0) and NCHW activations (axis 1).
+    w = x.reshape(1024, -1)
+    _row(rows, str(device), "abs_max", "torchqat.abs_max(w, [0])",
+         _timeit(lambda: torch.ops.torchqat.abs_max(w, [0]), device, repeat), nbytes, copy_gbs)
+    _row(rows, str(device), "abs_max", "w.abs().amax(1, keepdim)",
+         _timeit(lambda: w.abs().amax(1, keepdim=True), device, repeat), nbytes, copy_gbs)
+    a = x[: (numel // (64 * 56 * 56)) * 64 * 56 * 56].reshape(-1, 64, 56, 56)
+    ab = a.numel() * a.element_size()
+    _row(rows, str(device), "abs_max", "torchqat.abs_max(act, [1])",
+         _timeit(lambda: torch.ops.torchqat.abs_max(a, [1]), device, repeat), ab, copy_gbs)
+    _row(rows, str(device), "abs_max", "act.abs().amax((0,2,3), keepdim)",
+         _timeit(lambda: a.abs().amax((0, 2, 3), keepdim=True), device, repeat), ab, copy_gbs)
+    return rows
+
+
+def bench_searches(repeat):
+    rows = []
+    cal = calib.HistogramCalibrator(8, None, False)
+    cal.collect(torch.randn(1 << 20))
+    bins = cal._calib_hist.numel()
+    for method, kw in [("entropy", {}), ("mse", {}), ("percentile", {"percentile": 99.99})]:
+        s = _timeit(lambda: cal.compute_amax(method, **kw), torch.device("cpu"), repeat)
+        rows.append(("cpu", f"compute_amax {method}", f"{bins} bins, one quantizer", s * 1e3, None, None))
+    return rows
+
+
+def _resnet18():
+    from torch import nn
+    from torchqat.nn import QuantConv2d, QuantLinear
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.c1 = QuantConv2d(cin, cout, 3, stride, 1, bias=False)
+            self.b1 = nn.BatchNorm2d(cout)
+            self.c2 = QuantConv2d(cout, cout, 3, 1, 1, bias=False)
+            self.b2 = nn.BatchNorm2d(cout)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(QuantConv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            y = torch.relu(self.b1(self.c1(x)))
+            y = self.b2(self.c2(y))
+            return torch.relu(y + (x if self.down is None else self.down(x)))
+
+    layers = [QuantConv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+        layers += [Block(cin, cout, stride), Block(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), QuantLinear(512, 1000)]
+    return nn.Sequential(*layers)
+
+
+def bench_model(batches, batch_size):
+    rows = []
+    data = [torch.randn(batch_size, 3, 224, 224) for _ in range(batches)]
+    for method in ("max", "entropy", "percentile", "mse"):
+        model = _resnet18().eval()
+        nq = sum(isinstance(m, torchqat.nn.TensorQuantizer) for m in model.modules())
+        t0 = time.perf_counter()
+        torchqat.calibrate(model, data, method=method, progress=False)
+        s = time.perf_counter() - t0
+        rows.append(("cpu", f"calibrate {method}", f"ResNet-18, {nq} quantizers, {batches}x{batch_size} images",
+                     s * 1e3, None, None))
+    with torch.no_grad():
+        model = _resnet18().eval()
+        t0 = time.perf_counter()
+        for b in data:
+            model(b)
+        s = time.perf_counter() - t0
+    rows.append(("cpu", "float forward only", f"ResNet-18, {batches}x{batch_size} images (reference)", s * 1e3, None,
+                 None))
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--numel", type=int, default=1 << 24, help="elements of x (float32)")
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--no-model", action="store_true", help="skip the ResNet-18 calibrate() timing")
+    p.add_argument("--model-batches", type=int, default=2)
+    p.add_argument("--model-batch-size", type=int, default=8)
+    args = p.parse_args()
+
+    print(f"torch {torch.__version__}, torchqat {torchqat.__version__}, CPU threads {torch.get_num_threads()}, "
+          f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
+    rows = bench_device(torch.device("cpu"), args.numel, args.repeat)
+    if torch.cuda.is_available():
+        rows += bench_device(torch.device("cuda"), args.numel * 8, args.repeat * 5)
+    rows += bench_searches(args.repeat)
+    if not args.no_model:
+        rows += bench_model(args.model_batches, args.model_batch_size)
+
+    head = f"{'device':<7}{'what':<22}{'implementation':<50}{'ms':>10}{'GB/s':>9}{'vs copy':>9}"
+    print(head)
+    print("-" * len(head))
+    for dev, what, impl, ms, gbs, rel in rows:
+        print(f"{dev:<7}{what:<22}{impl:<50}{ms:>10.3f}{'' if gbs is None else f'{gbs:.2f}':>9}"
+              f"{'' if rel is None else f'{rel:.2f}':>9}")
+
+
+if __name__ == "__main__":
+    main()

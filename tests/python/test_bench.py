@@ -1,0 +1,65 @@
+"""The benchmarks under bench/ run end to end at toy sizes, and bench/_resnet.py is ResNet.
+
+No timing is asserted: only that every row is produced and the models are the ones named.
+"""
+import pathlib
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "bench"))
+
+import _resnet  # noqa: E402
+import bench_fake_quant  # noqa: E402
+import bench_qat_step  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("arch, params", [("resnet18", 11_689_512), ("resnet50", 25_557_032)])
+def test_resnet_matches_torchvision_size(arch, params):
+    """torchvision's parameter counts: same layers, same widths."""
+    model = getattr(_resnet, arch)()
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape, axis", [((2, 4, 6, 6), None), ((2, 4, 6, 6), 1), ((8, 4, 3, 3), 0)])
+def test_fake_quant_rows(shape, axis, dtype):
+    x = torch.randn(shape).to(dtype)
+    rows = bench_fake_quant.bench_fake_quant(x, axis, CPU, repeat=1)
+    assert [(r[0], r[1]) for r in rows] == [
+        ("copy_", "out.copy_(x)"), ("clone", "x.clone()"), ("fwd", "torchqat"), ("fwd", "torch"),
+        ("fwd+bwd", "torchqat"), ("fwd+bwd", "torch"), ("fwd+bwd", "5-pass ideal (2.5 x copy_)")]
+    assert rows[0][5] == pytest.approx(1.0)
+    assert rows[-1][5] == pytest.approx(1.0)
+    amax_rows = bench_fake_quant.bench_abs_max(x, axis, CPU, repeat=1)
+    assert amax_rows[0][0].startswith("torchqat.abs_max") and amax_rows[0][1] is not None
+
+
+def test_quantized_variants_quantize_every_conv_and_linear():
+    model = _resnet.resnet18()
+    x = torch.randn(2, 3, 32, 32)
+    tq = bench_qat_step.torchqat_model(model, x)
+    native = bench_qat_step.native_model(model, tq)
+    layers = bench_qat_step._layers(model)
+    assert len(layers) == 21
+    for name in layers:
+        q = tq.get_submodule(name)
+        assert q._input_quantizer.amax.numel() == 1
+        assert q._weight_quantizer.amax.numel() == q.weight.shape[0]
+        assert isinstance(native.get_submodule(name), bench_qat_step.TorchFakeQuant)
+    # Same quantization, two implementations: the outputs agree.
+    tq.eval()
+    native.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(native(x), tq(x), rtol=1e-4, atol=1e-4)
+
+
+def test_qat_step_rows():
+    cfg = dict(arch="resnet18", batch=2, size=32, bf16=False, channels_last=False)
+    rows = bench_qat_step.bench_device(CPU, cfg, steps=1, warmup=0)
+    assert [r[2] for r in rows] == ["float", "torchqat", "torch native"]
+    assert rows[0][4] == "1.00"
