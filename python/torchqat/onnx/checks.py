@@ -1,0 +1,49 @@
+"""Checks a model's quantizers before QDQ ONNX export; each error names the quantizer's module path."""
+import torch
+
+from ..nn.modules.tensor_quantizer import TensorQuantizer
+
+__all__ = ["check_quantizers", "exported_quantizers"]
+
+
+def exported_quantizers(model):
+    """[(path, quantizer)] of the quantizers that emit a Q/DQ pair (enabled, quantizing), each object once
+    under its first module path."""
+    seen, out = set(), []
+    for path, m in model.named_modules(remove_duplicate=False):
+        if not isinstance(m, TensorQuantizer) or id(m) in seen:
+            continue
+        seen.add(id(m))
+        if m._disabled:
+            continue
+        if m._if_calib:
+            raise RuntimeError(f"{path} is in calibration mode (enable_calib); finish calibration "
+                               "(load_calib_amax / disable_calib, or torchqat.calibrate) before export")
+        if m._if_quant:
+            out.append((path or "<model>", m))
+    return out
+
+
+def check_quantizers(model):
+    """Raises ValueError/RuntimeError for the first quantizer that cannot become a TensorRT Q/DQ pair:
+    no amax (uncalibrated), num_bits != 8, amax NaN/Inf/negative, real (non-fake) quantization,
+    an amax over more than one axis. A zero amax is fine (see symbolic.ZERO_AMAX_SCALE)."""
+    for path, q in exported_quantizers(model):
+        if not q._fake_quant:
+            raise ValueError(f"{path} uses real quantization (fake_quant=False); only fake-quant quantizers export "
+                             "to Q/DQ")
+        if q.num_bits != 8:
+            raise ValueError(f"{path} has num_bits={q.num_bits}: opset 13 Q/DQ is int8/uint8 only; disable it or "
+                             "use 8 bits for export")
+        amax = q.amax
+        if amax is None:
+            raise ValueError(f"{path} has no amax; calibrate first (torchqat.calibrate), or disable it")
+        a = amax.detach().float()
+        if q._scale_amax is not None:
+            a = a * q._scale_amax
+        if not torch.isfinite(a).all():
+            raise ValueError(f"{path} has a non-finite amax ({a.flatten()[:8].tolist()}); recalibrate it")
+        if (a < 0).any():
+            raise ValueError(f"{path} has a negative amax (min {a.min().item()}); amax must be >= 0")
+        if a.numel() > 1 and sum(1 for s in a.shape if s > 1) > 1:
+            raise ValueError(f"{path} has an amax of shape {tuple(a.shape)}: ONNX Q/DQ has one quantization axis")

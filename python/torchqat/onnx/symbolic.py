@@ -1,0 +1,145 @@
+"""The ONNX symbolics of torchqat's operators for torch's TorchScript exporter.
+
+`torchqat::fake_quant` becomes QuantizeLinear -> DequantizeLinear (opset >= 13):
+- zero point 0, int8 (uint8 when unsigned), a Constant of the scale's shape;
+- scale = amax / bound as fp32 (bound = 127, or 255 unsigned), built from amax with Div and
+  folded into an initializer by the exporter's constant folding;
+- a zero scale (amax == 0, or an amax so small that amax / bound is subnormal) becomes
+  ZERO_AMAX_SCALE = 2^-24: TensorRT needs a positive scale, and such a channel still
+  dequantizes to (almost) 0: exactly 0 for zero inputs, at most 128 * 2^-24 (about 7.6e-6) otherwise;
+- per channel (amax with more than one element): a 1-d scale and the `axis` attribute (the
+  weight's channel axis: 0 for Conv/Linear weights, 1 for ConvTranspose weights);
+- narrow_range is exported as the full int8 range (ONNX's QuantizeLinear saturates to
+  [-128, 127]; only values below -amax differ, see DESIGN.md);
+- fp16/bf16 inputs are cast to fp32 around the pair (opset 13 Q/DQ is fp32 only).
+
+`torchqat::abs_max` only appears when a quantizer has no amax (dynamic mode); its symbolic
+raises, since TensorRT needs constant scales.
+"""
+import torch
+
+try:  # torch >= 2.9 keeps the TorchScript exporter here
+    from torch.onnx._internal.torchscript_exporter import symbolic_helper as _sh
+except ImportError:  # pragma: no cover - older torch
+    from torch.onnx import symbolic_helper as _sh
+
+__all__ = ["register", "fake_quant_symbolic", "ZERO_AMAX_SCALE", "MIN_OPSET"]
+
+MIN_OPSET = 13
+# The scale written for a zero amax: positive, a normal fp32 number whose reciprocal (2^24) is
+# finite, exactly representable in fp16 and bf16, and small enough that the channel stays ~0.
+ZERO_AMAX_SCALE = 2.0 ** -24
+# Scales below this (0 and fp32 subnormals) are replaced by ZERO_AMAX_SCALE.
+_MIN_NORMAL_FP32 = 2.0 ** -126
+
+_FLOAT = 1  # onnx TensorProto.FLOAT
+_FLOAT16 = 10
+_BFLOAT16 = 16
+_CAST_BACK = {"Half": _FLOAT16, "BFloat16": _BFLOAT16}
+
+_registered = False
+
+
+def quantizer_path(g):
+    """The module path of the quantizer whose forward produced the node being converted
+    (from the TorchScript scope, e.g. 'backbone.conv1._input_quantizer'), or None."""
+    try:
+        scope = g.original_node.scopeName()
+    except Exception:  # pragma: no cover - defensive, scopes are optional
+        return None
+    names = [part.rpartition("::")[2] for part in scope.split("/")[1:]]
+    names = [n for n in names if n]
+    return ".".join(names) or None
+
+
+def _where(g):
+    path = quantizer_path(g)
+    return f"{path}" if path else "a torchqat quantizer"
+
+
+def _const(g, value):
+    return g.op("Constant", value_t=value)
+
+
+def _channel_axis(g, x, amax, axis):
+    """(axis of x the amax belongs to, number of channels), or (None, 1) for a per-tensor amax."""
+    sizes = _sh._get_tensor_sizes(amax)
+    if sizes is None or any(s is None for s in sizes):
+        raise ValueError(f"torchqat ONNX export: the shape of the amax of {_where(g)} is unknown; "
+                         "export a model whose quantizers have a calibrated amax")
+    numel = 1
+    for s in sizes:
+        numel *= s
+    if numel == 1:
+        return None, 1
+    rank = _sh._get_tensor_rank(x)
+    if len(sizes) == 1:
+        if axis is None:
+            raise ValueError(f"torchqat ONNX export: {_where(g)} has a 1-d amax of {numel} elements but no axis")
+        return (axis % rank if rank else axis), numel
+    big = [i for i, s in enumerate(sizes) if s > 1]
+    if len(big) != 1:
+        raise ValueError(f"torchqat ONNX export: {_where(g)} has an amax of shape {list(sizes)}; ONNX Q/DQ "
+                         "supports one quantization axis only")
+    inferred = big[0] + ((rank - len(sizes)) if rank is not None else 0)
+    if axis is not None and rank is not None and axis % rank != inferred:
+        raise ValueError(f"torchqat ONNX export: {_where(g)}: axis {axis} does not match the amax of shape "
+                         f"{list(sizes)}")
+    return inferred, numel
+
+
+def fake_quant_symbolic(g, x, amax, num_bits, unsigned, narrow_range, axis):
+    """torchqat::fake_quant(x, amax, num_bits, unsigned, narrow_range, axis) -> QuantizeLinear + DequantizeLinear."""
+    if g.opset < MIN_OPSET:
+        raise ValueError(f"torchqat ONNX export needs opset_version >= {MIN_OPSET} (per-channel QuantizeLinear has "
+                         f"an axis attribute from opset 13), got {g.opset}")
+    num_bits = _sh._get_const(num_bits, "i", "num_bits")
+    unsigned = bool(_sh._get_const(unsigned, "b", "unsigned"))
+    if num_bits != 8:
+        raise ValueError(f"torchqat ONNX export: {_where(g)} has num_bits={num_bits}; opset 13 Q/DQ is "
+                         "int8/uint8 only")
+    axis = None if _sh._is_none(axis) else _sh._get_const(axis, "i", "axis")
+    ch_axis, channels = _channel_axis(g, x, amax, axis)
+    bound = 255.0 if unsigned else 127.0
+
+    # scale = amax / bound (fp32), a zero scale replaced; all of it folds into one initializer.
+    if amax.type().scalarType() != "Float":
+        amax = g.op("Cast", amax, to_i=_FLOAT)
+    scale = g.op("Div", amax, _const(g, torch.tensor(bound, dtype=torch.float32)))
+    too_small = g.op("Less", scale, _const(g, torch.tensor(_MIN_NORMAL_FP32, dtype=torch.float32)))
+    scale = g.op("Where", too_small, _const(g, torch.tensor(ZERO_AMAX_SCALE, dtype=torch.float32)), scale)
+    zp_dtype = torch.uint8 if unsigned else torch.int8
+    if ch_axis is None:
+        scale = g.op("Reshape", scale, _const(g, torch.tensor([], dtype=torch.int64)))
+        zero_point = _const(g, torch.tensor(0, dtype=zp_dtype))
+        attrs = {}
+    else:
+        scale = g.op("Reshape", scale, _const(g, torch.tensor([-1], dtype=torch.int64)))
+        zero_point = _const(g, torch.zeros(channels, dtype=zp_dtype))
+        attrs = {"axis_i": ch_axis}
+
+    x_type = x.type().scalarType() if x.type() is not None else None
+    if x_type in _CAST_BACK:
+        x = g.op("Cast", x, to_i=_FLOAT)
+    q = g.op("QuantizeLinear", x, scale, zero_point, **attrs)
+    y = g.op("DequantizeLinear", q, scale, zero_point, **attrs)
+    if x_type in _CAST_BACK:
+        y = g.op("Cast", y, to_i=_CAST_BACK[x_type])
+    return y
+
+
+def abs_max_symbolic(g, x, keep_dims):
+    """A dynamic (uncalibrated) quantizer: not exportable, TensorRT needs constant scales."""
+    raise ValueError(f"torchqat ONNX export: {_where(g)} has no amax; calibrate first (torchqat.calibrate), "
+                     "or disable it (it then exports as float)")
+
+
+def register():
+    """Registers the symbolics with torch.onnx (idempotent). Done on `import torchqat`."""
+    global _registered
+    if _registered:
+        return
+    # Registered from opset 1 so that an opset < 13 export reaches our clear error, not "unsupported op".
+    torch.onnx.register_custom_op_symbolic("torchqat::fake_quant", fake_quant_symbolic, 1)
+    torch.onnx.register_custom_op_symbolic("torchqat::abs_max", abs_max_symbolic, 1)
+    _registered = True
