@@ -4,7 +4,7 @@
 # matching the nvcc 13 toolkit) with the Python test/export deps.
 set -euo pipefail
 APT_PKGS=(cmake g++ catch2 libfmt-dev libeigen3-dev pybind11-dev libprotobuf-dev libonnx-dev protobuf-compiler
-          dataset-fashion-mnist)
+          zlib1g-dev dataset-fashion-mnist clang-14 libclang-rt-14-dev)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

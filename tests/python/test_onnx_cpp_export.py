@@ -1,0 +1,118 @@
+"""The C++ exporter (torchqat::onnx::export_model) checked with Python's tools: onnx's full checker,
+TensorRT lint, and ONNX Runtime against the same model built from torchqat.nn modules carrying the
+C++ checkpoint's weights and amaxes.
+
+tests/cpp/export_tool.cpp writes the files; it is found in TORCHQAT_BUILD_DIR (default: ../../build
+from this file) under tests/cpp/, and the tests skip when it is not built.
+"""
+import os
+import pathlib
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import torchqat
+from torchqat import nn as quant_nn
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+_HERE = pathlib.Path(__file__).resolve().parent
+_BUILD_DIR = pathlib.Path(os.environ.get("TORCHQAT_BUILD_DIR", _HERE / ".." / ".." / "build"))
+_TOOL = _BUILD_DIR / "tests" / "cpp" / "torchqat_export_tool"
+
+
+class TinyResNet(nn.Module):
+    """tests/cpp/onnx_test_model.h, module for module and name for name."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(quant_nn.QuantConv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.branch = nn.Sequential(quant_nn.QuantConv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU())
+        self.add = quant_nn.QuantAdd()
+        self.pool = quant_nn.QuantMaxPool2d(2)
+        self.up = nn.Upsample(scale_factor=2.0, mode="nearest")
+        self.cat = quant_nn.QuantConcat(dim=1)
+        self.gap = quant_nn.QuantAdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = quant_nn.QuantLinear(16, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.add(x, self.branch(x))
+        u = self.up(self.pool(y))
+        return self.fc(self.flatten(self.gap(self.cat([y, u]))))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    if not _TOOL.exists():
+        pytest.skip(f"{_TOOL} is not built (set TORCHQAT_BUILD_DIR to a build with TORCHQAT_BUILD_TESTS=ON)")
+    out = tmp_path_factory.mktemp("cpp_export")
+    subprocess.run([str(_TOOL), str(out)], check=True, capture_output=True, timeout=300)
+    return out
+
+
+def _python_model(checkpoint):
+    """TinyResNet with the C++ checkpoint's parameters, buffers and amaxes (torch::save writes a
+    TorchScript archive whose names are the module's)."""
+    archive = torch.jit.load(str(checkpoint), map_location="cpu")
+    state = dict(archive.named_parameters())
+    state.update(dict(archive.named_buffers()))
+    model = TinyResNet()
+    for key, value in state.items():
+        if key.endswith("._amax"):
+            model.get_submodule(key[: -len("._amax")]).amax = value
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected, unexpected
+    # The shared quantizer of QuantAdd appears under both its names in Python, once in C++.
+    assert set(missing) <= {"add._input1_quantizer._amax"}, missing
+    return model.eval()
+
+
+def _session(path):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # ORT's int8 fusions round differently
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def test_cpp_export_passes_the_full_checker_and_tensorrt_lint(exported):
+    model = onnx.load(str(exported / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.ir_version == 7
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 13)]
+    assert torchqat.onnx.lint_tensorrt(model) == []
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") == 12
+
+
+def test_cpp_checkpoint_loads_into_the_python_modules_and_matches_cpp(exported):
+    model = _python_model(exported / "model.pt")
+    x, y_cpp = torch.load(str(exported / "io.pt"), weights_only=True)
+    with torch.no_grad():
+        y_py = model(x)
+    # Same kernels behind both (torch.ops.torchqat.fake_quant and aten): equal up to summation order.
+    torch.testing.assert_close(y_py, y_cpp, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_runtime_matches_torchqat_fake_quant(exported):
+    model = _python_model(exported / "model.pt")
+    sess = _session(exported / "model.onnx")
+    assert [i.name for i in sess.get_inputs()] == ["images"]
+    assert [o.name for o in sess.get_outputs()] == ["logits"]
+    torch.manual_seed(1)
+    for batch in (1, 5):  # exported with batch 2 and a dynamic batch
+        x = torch.randn(batch, 3, 8, 8)
+        with torch.no_grad():
+            want = model(x).numpy()
+        (got,) = sess.run(None, {"images": x.numpy()})
+        assert got.shape == want.shape
+        err = np.abs(got - want)
+        step = np.abs(want).max() / 127
+        assert err.max() <= step, f"max error {err.max()} > one output step {step}"
+        exact = (err <= 1e-5 * np.maximum(1.0, np.abs(want))).mean()
+        assert exact >= 0.5, f"only {exact:.1%} of the outputs match"
