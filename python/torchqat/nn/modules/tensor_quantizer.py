@@ -185,7 +185,11 @@ class TensorQuantizer(nn.Module):
 
     def load_calib_amax(self, *args, strict=True, **kwargs):
         """Writes the calibrator's amax into `_amax` (on the device of the existing amax, if any)."""
-        amax = self._calibrator.compute_amax(*args, **kwargs)
+        cal = self._calibrator
+        # has_data before compute_amax: HistogramCalibrator raises there when empty; calibrators
+        # without has_data (user-written ones) signal "no data" by returning None.
+        has_data = getattr(cal, "has_data", None)
+        amax = cal.compute_amax(*args, **kwargs) if has_data is None or has_data() else None
         if amax is None:
             msg = (f"Calibrator of {self._display_name()} returned None: it has not seen any tensor. "
                    "Run data through the model in calib mode first")

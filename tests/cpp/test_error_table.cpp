@@ -1,0 +1,281 @@
+// docs/errors.md drives this test: every row tested in cpp (or both) has a case here, keyed by its
+// id, that must throw the documented c10 type (or TORCH_WARN, "c10::Warning") with the documented
+// message fragment; a case without a row fails too. The doc is read at run time. (Plain CHECK is
+// c10's fatal macro once torch is included: use CHECK_THAT / CHECK_FALSE / REQUIRE.)
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+#include <typeinfo>
+
+#include "torchqat/build_info.h"
+#include "torchqat/calib/histogram_calibrator.h"
+#include "torchqat/calib/max_calibrator.h"
+#include "torchqat/calib/stats.h"
+#include "torchqat/nn/quant_concat.h"
+#include "torchqat/nn/quant_conv.h"
+#include "torchqat/nn/quant_linear.h"
+#include "torchqat/nn/replace.h"
+#include "torchqat/ops.h"
+#include "torchqat/tensor_quantizer.h"
+
+#ifndef TORCHQAT_SOURCE_DIR
+#error "TORCHQAT_SOURCE_DIR (the repository root) must be defined; tests/cpp/CMakeLists.txt does it"
+#endif
+
+namespace {
+
+using torchqat::QuantDescriptor;
+using torchqat::TensorQuantizer;
+using torchqat::calib::AmaxOptions;
+using torchqat::calib::HistogramCalibrator;
+using torchqat::calib::MaxCalibrator;
+namespace tqnn = torchqat::nn;
+
+struct Row {
+  std::string id, tested, cpp_type, fragment;
+};
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t");
+  const auto e = s.find_last_not_of(" \t\r");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+// Rows of the doc's tables: "| E01 | both | entry | input | Python | C++ | `fragment` |".
+std::vector<Row> read_rows() {
+  const std::string path = std::string(TORCHQAT_SOURCE_DIR) + "/docs/errors.md";
+  std::ifstream in(path);
+  REQUIRE(in.good());
+  std::vector<Row> rows;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("| E", 0) != 0) continue;
+    std::vector<std::string> cells;
+    std::stringstream ss(line.substr(1));
+    for (std::string c; std::getline(ss, c, '|');) cells.push_back(trim(c));
+    if (!cells.empty() && cells.back().empty()) cells.pop_back();
+    INFO(line);
+    REQUIRE(cells.size() == 7);
+    std::string frag = cells[6];
+    REQUIRE((frag.size() >= 2 && frag.front() == '`' && frag.back() == '`'));
+    rows.push_back({cells[0], cells[1], cells[5], frag.substr(1, frag.size() - 2)});
+  }
+  REQUIRE(!rows.empty());
+  return rows;
+}
+
+bool tested_in_cpp(const Row& r) { return r.tested.rfind("cpp", 0) == 0 || r.tested.rfind("both", 0) == 0; }
+
+struct WarningCollector : c10::WarningHandler {
+  std::vector<std::string> messages;
+  void process(const c10::Warning& w) override { messages.push_back(w.msg()); }
+};
+
+// The exact class, as Python sees it: c10::Error means that class, not a subclass.
+std::string type_name(const c10::Error& e) {
+  if (dynamic_cast<const c10::ValueError*>(&e)) return "c10::ValueError";
+  if (dynamic_cast<const c10::TypeError*>(&e)) return "c10::TypeError";
+  if (typeid(e) == typeid(c10::Error)) return "c10::Error";
+  return std::string("another c10 error: ") + typeid(e).name();
+}
+
+// (type, message) of what f does: the exception it throws, else its warnings, else "no error".
+std::pair<std::string, std::string> outcome(const std::function<void()>& f) {
+  WarningCollector warnings;
+  c10::WarningUtils::WarningHandlerGuard guard(&warnings);
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    return {type_name(e), e.what_without_backtrace()};
+  } catch (const std::exception& e) {
+    return {"std::exception", e.what()};
+  }
+  if (warnings.messages.empty()) return {"no error", ""};
+  std::string all;
+  for (const auto& m : warnings.messages) all += m + "\n";
+  return {"c10::Warning", all};
+}
+
+const at::Tensor X = torch::randn({4, 3});
+
+void fq(const at::Tensor& x, const at::Tensor& amax, int64_t bits = 8, std::optional<int64_t> axis = std::nullopt) {
+  torchqat::fake_quant(x, amax, bits, false, false, axis);
+}
+at::Tensor scalar(float v) { return torch::tensor(v); }
+const float kNaN = std::nanf("");
+const float kInf = std::numeric_limits<float>::infinity();
+
+void hist(const at::Tensor& x, at::Tensor h, double width) { torchqat::histogram_abs(x, h, width); }
+
+AmaxOptions opts(const std::string& method, double percentile = 99.99, int64_t stride = 1, int64_t start_bin = 128) {
+  AmaxOptions o;
+  o.method = method;
+  o.percentile = percentile;
+  o.stride = stride;
+  o.start_bin = start_bin;
+  return o;
+}
+
+void hist_amax(const AmaxOptions& o) {
+  HistogramCalibrator c;
+  c.collect(X);
+  c.compute_amax(o);
+}
+
+std::shared_ptr<torch::nn::Module> linear_model() { return torch::nn::Sequential(torch::nn::Linear(2, 2)).ptr(); }
+
+// A custom module whose forward calls a member: replacing its child would be invisible to it.
+struct HeldNetImpl : torch::nn::Module {
+  HeldNetImpl() : conv(register_module("conv", torch::nn::Conv2d(3, 4, 3))) {}
+  at::Tensor forward(const at::Tensor& x) { return conv(x); }
+  torch::nn::Conv2d conv;
+};
+TORCH_MODULE(HeldNet);
+
+void truncated_checkpoint() {
+  tqnn::QuantConv2d m(torch::nn::Conv2dOptions(3, 4, 3));
+  std::stringstream full;
+  torch::save(m, full);
+  std::istringstream cut(full.str().substr(0, 100));
+  torch::load(m, cut);
+}
+
+const std::map<std::string, std::function<void()>>& cases() {
+  static const std::map<std::string, std::function<void()>> c = {
+      {"E01", [] { fq(torch::ones({3}, at::kInt), scalar(1)); }},
+      {"E02", [] { fq(X, torch::tensor(1)); }},
+      {"E03", [] { fq(X, scalar(-1)); }},
+      {"E04", [] { fq(X, scalar(kNaN)); }},
+      {"E05", [] { fq(X, scalar(kInf)); }},
+      {"E06", [] { fq(X, scalar(1), 1); }},
+      {"E07", [] { fq(X, scalar(1), 17); }},
+      {"E08", [] { fq(X, torch::ones({3}), 8, 5); }},
+      {"E09", [] { fq(X, torch::ones({5}), 8, 1); }},
+      {"E10", [] { fq(X, torch::ones({4, 1, 1})); }},
+      {"E11", [] { fq(X, torch::ones({4, 3})); }},
+      {"E12", [] { fq(X.cuda(), scalar(1)); }},
+      {"E13", [] { torchqat::quantize(X, scalar(1), 20); }},
+      {"E14", [] { torchqat::quantize(X, scalar(kNaN)); }},
+      {"E15", [] { torchqat::dequantize(torch::ones({3}), scalar(1)); }},
+      {"E16", [] { torchqat::abs_max(torch::empty({0})); }},
+      {"E17", [] { torchqat::abs_max(torch::tensor({1.0f, kNaN})); }},
+      {"E18", [] { torchqat::abs_max(torch::tensor({1.0f, kInf})); }},
+      {"E19", [] { torchqat::abs_max(X, {3}); }},
+      {"E20", [] { torchqat::abs_max(torch::ones({3}, at::kInt)); }},
+      {"E21", [] { hist(X, torch::zeros({4}), 1.0); }},
+      {"E22", [] { hist(X, torch::zeros({2, 2}, at::kLong), 1.0); }},
+      {"E23", [] { hist(X, torch::zeros({4}, at::kLong), 0.0); }},
+      {"E24", [] { hist(X.cuda(), torch::zeros({4}, at::kLong), 1.0); }},
+      {"E25", [] { QuantDescriptor().num_bits(1).validate(); }},
+      {"E27", [] { QuantDescriptor().amax(std::vector<float>{-1.0f}).validate(); }},
+      {"E28", [] { QuantDescriptor().amax(std::vector<float>{kNaN}).validate(); }},
+      {"E29", [] { QuantDescriptor().calib_method("kl").validate(); }},
+      {"E30", [] { QuantDescriptor().scale_amax(0.0).validate(); }},
+      {"E33", [] { QuantDescriptor().axis(std::vector<int64_t>{}).validate(); }},
+      {"E34", [] { TensorQuantizer()->set_amax(scalar(-1)); }},
+      {"E36", [] { TensorQuantizer()->set_amax(scalar(kNaN)); }},
+      {"E38",
+       [] {
+         TensorQuantizer q;
+         q->set_amax(scalar(1));
+         q->set_amax(torch::ones({2}));
+       }},
+      {"E39", [] { TensorQuantizer(QuantDescriptor().axis(std::vector<int64_t>{3}).amax(std::vector<float>{1, 2}))(X); }},
+      {"E40",
+       [] {
+         TensorQuantizer q;
+         q->enable_calib();
+         q->load_calib_amax();
+       }},
+      {"E41",
+       [] {
+         TensorQuantizer q;
+         q->enable_calib();
+         q->load_calib_amax({}, /*strict=*/false);
+       }},
+      {"E42", [] { TensorQuantizer()->load_calib_amax(); }},
+      {"E43", [] { TensorQuantizer()->step_size(); }},
+      {"E45", [] { TensorQuantizer(QuantDescriptor().num_bits(1)); }},
+      {"E50", [] { TensorQuantizer(QuantDescriptor().axis(std::vector<int64_t>{0}).calib_method("histogram"))->enable_calib(); }},
+      {"E51", [] { TensorQuantizer()(torch::empty({0})); }},
+      {"E52",
+       [] {
+         MaxCalibrator c(8, {0});
+         c.collect(torch::randn({4, 3}));
+         c.collect(torch::randn({5, 3}));
+       }},
+      {"E53", [] { MaxCalibrator().collect(torch::tensor({kNaN})); }},
+      {"E54", [] { MaxCalibrator().collect(torch::tensor({kInf})); }},
+      {"E55", [] { MaxCalibrator(8, {3}).collect(X); }},
+      {"E56", [] { MaxCalibrator(1); }},
+      {"E57", [] { hist_amax(opts("kl")); }},
+      {"E58", [] { hist_amax(opts("percentile", 0.0)); }},
+      {"E59", [] { hist_amax(opts("percentile", 100.5)); }},
+      {"E60", [] { HistogramCalibrator(8, std::nullopt, false, 64); }},
+      {"E61", [] { HistogramCalibrator(8, std::nullopt, true, 200); }},
+      {"E62", [] { HistogramCalibrator(8, std::vector<int64_t>{0}); }},
+      {"E63", [] { hist_amax(opts("entropy", 99.99, 0)); }},
+      {"E64", [] { hist_amax(opts("mse", 99.99, 1, 4096)); }},
+      {"E65", [] { HistogramCalibrator().collect(torch::tensor({1.0f, kNaN})); }},
+      {"E66", [] { HistogramCalibrator().collect(torch::tensor({1.0f, kInf})); }},
+      {"E68", [] { HistogramCalibrator().set_state(torch::zeros({4}), 1.0); }},
+      {"E69", [] { MaxCalibrator().set_calib_amax(torch::tensor({kNaN})); }},
+      {"E76",
+       [] {
+         tqnn::replace_with_quant_modules(linear_model(),
+                                          tqnn::ReplaceOptions().quant_desc_weight(QuantDescriptor().axis(std::vector<int64_t>{3})));
+       }},
+      {"E78",
+       [] {
+         tqnn::replace_with_quant_modules(linear_model(),
+                                          tqnn::ReplaceOptions().quant_desc_weight(QuantDescriptor().fake_quant(false)));
+       }},
+      {"E82", [] { tqnn::replace_with_quant_modules(linear_model(), tqnn::ReplaceOptions().include({"nomatch"})); }},
+      {"E83", [] { tqnn::replace_with_quant_modules(linear_model(), tqnn::ReplaceOptions().exclude({"nomatch"})); }},
+      {"E87", [] { tqnn::replace_with_quant_modules(torch::nn::Sequential(HeldNet())); }},
+      {"E88", [] { tqnn::replace_with_quant_modules(std::shared_ptr<torch::nn::Module>()); }},
+      {"E89",
+       [] { tqnn::QuantConv2d(torch::nn::Conv2dOptions(3, 4, 3), std::nullopt, QuantDescriptor().axis(std::vector<int64_t>{5})); }},
+      {"E91", [] { tqnn::QuantLinear(torch::nn::LinearOptions(3, 4), QuantDescriptor().fake_quant(false)); }},
+      {"E95", [] { tqnn::QuantConcat()->forward(std::vector<at::Tensor>{}); }},
+      {"E96", [] { tqnn::QuantLinear(torch::nn::LinearOptions(0, 4)); }},
+      {"E109", truncated_checkpoint},
+  };
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("every cpp row of docs/errors.md raises as documented", "[errors][doc]") {
+  const bool cuda = torch::cuda::is_available() && torchqat::cuda_compiled();
+  std::set<std::string> rows_seen;
+  for (const auto& row : read_rows()) {
+    INFO("docs/errors.md row " << row.id);
+    REQUIRE(rows_seen.insert(row.id).second);  // ids are unique
+    const auto it = cases().find(row.id);
+    if (!tested_in_cpp(row)) {
+      CHECK_FALSE(it != cases().end());  // a case for a row not marked cpp
+      continue;
+    }
+    if (it == cases().end()) {
+      FAIL_CHECK("the row has no case in test_error_table.cpp");
+      continue;
+    }
+    if (row.tested.find("cuda") != std::string::npos && !cuda) continue;  // needs a GPU and a CUDA build
+    const auto [type, message] = outcome(it->second);
+    INFO("got " << type << ": " << message);
+    CHECK_THAT(type, Catch::Equals(row.cpp_type));
+    CHECK_THAT(message, Catch::Contains(row.fragment));
+  }
+  for (const auto& [id, fn] : cases()) {
+    INFO("case " << id);
+    CHECK_FALSE(rows_seen.count(id) == 0);  // a case without a row in docs/errors.md
+  }
+}

@@ -1,0 +1,230 @@
+"""docs/errors.md drives this test: every row tested in py has a case here (keyed by its id) that
+must raise the documented type with the documented message fragment, and every case has a row."""
+import builtins
+import io
+import pathlib
+import re
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import torchqat
+from torchqat import calib
+from torchqat import nn as qnn
+from torchqat.tensor_quant import QuantDescriptor
+
+DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "errors.md"
+
+
+def _rows():
+    """{id: (langs, cuda, python type, fragment)} from the doc's tables."""
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        if not re.match(r"\|\s*E\d+\s*\|", line):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        assert len(cells) == 7, f"errors.md: a row needs 7 cells: {line}"
+        rid, tested, _, _, py_type, cpp_type, frag = cells
+        assert rid not in rows, f"errors.md: duplicate id {rid}"
+        langs = tested.split()
+        assert langs[0] in ("py", "cpp", "both") and langs[1:] in ([], ["cuda"]), f"{rid}: bad 'tested in' {tested!r}"
+        assert (py_type != "—") == (langs[0] in ("py", "both")), f"{rid}: Python type vs 'tested in'"
+        assert (cpp_type != "—") == (langs[0] in ("cpp", "both")), f"{rid}: C++ type vs 'tested in'"
+        assert frag.startswith("`") and frag.endswith("`"), f"{rid}: fragment must be in backticks"
+        rows[rid] = (langs[0], "cuda" in langs, py_type, frag[1:-1])
+    return rows
+
+
+ROWS = _rows()
+PY_ROWS = sorted((r for r, v in ROWS.items() if v[0] in ("py", "both")), key=lambda r: int(r[1:]))
+
+op = torch.ops.torchqat
+X = torch.randn(4, 3)
+
+
+def _fq(x=X, amax=torch.tensor(1.0), bits=8, axis=None):
+    return op.fake_quant(x, amax, bits, False, False, axis)
+
+
+def _collected(cal, x=X):
+    cal.collect(x)
+    return cal
+
+
+def _quantizer_with(**desc):
+    return qnn.TensorQuantizer(QuantDescriptor(**desc))
+
+
+def _set_amax_twice():
+    q = qnn.TensorQuantizer()
+    q.amax = 1.0
+    q.amax = [1.0, 2.0]
+
+
+def _calib_strict():
+    q = qnn.TensorQuantizer()
+    q.enable_calib()
+    q.load_calib_amax()
+
+
+def _max_shape_change():
+    c = calib.MaxCalibrator(8, 0)
+    c.collect(torch.randn(4, 3))
+    c.collect(torch.randn(5, 3))
+
+
+def _linear_model():
+    return nn.Sequential(nn.Linear(2, 2))
+
+
+def _qmodel():
+    return nn.Sequential(qnn.QuantLinear(3, 2))
+
+
+def _conv():
+    return qnn.QuantConv2d(3, 4, 3)
+
+
+def _checkpoint_file(tmp_path, data):
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(data)
+    return str(path)
+
+
+def _saved_bytes(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _load_with(key, value, model=None):
+    model = model or _conv()
+    sd = model.state_dict()
+    sd[key] = value
+    torchqat.load_state_dict(model, sd)
+
+
+# id -> callable(tmp_path). Each must raise (or warn) as its row says.
+CASES = {
+    "E01": lambda t: _fq(x=torch.ones(3, dtype=torch.int32)),
+    "E02": lambda t: _fq(amax=torch.tensor(1)),
+    "E03": lambda t: _fq(amax=torch.tensor(-1.0)),
+    "E04": lambda t: _fq(amax=torch.tensor(float("nan"))),
+    "E05": lambda t: _fq(amax=torch.tensor(float("inf"))),
+    "E06": lambda t: _fq(bits=1),
+    "E07": lambda t: _fq(bits=17),
+    "E08": lambda t: _fq(amax=torch.ones(3), axis=5),
+    "E09": lambda t: _fq(amax=torch.ones(5), axis=1),
+    "E10": lambda t: _fq(amax=torch.ones(4, 1, 1)),
+    "E11": lambda t: _fq(amax=torch.ones(4, 3)),
+    "E12": lambda t: _fq(x=X.cuda()),
+    "E13": lambda t: op.quantize(X, torch.tensor(1.0), 20, False, False, None),
+    "E14": lambda t: op.quantize(X, torch.tensor(float("nan")), 8, False, False, None),
+    "E15": lambda t: op.dequantize(torch.ones(3), torch.tensor(1.0), None, None),
+    "E16": lambda t: op.abs_max(torch.empty(0), []),
+    "E17": lambda t: op.abs_max(torch.tensor([1.0, float("nan")]), []),
+    "E18": lambda t: op.abs_max(torch.tensor([1.0, float("inf")]), []),
+    "E19": lambda t: op.abs_max(X, [3]),
+    "E20": lambda t: op.abs_max(torch.ones(3, dtype=torch.int32), []),
+    "E21": lambda t: op.histogram_abs(X, torch.zeros(4), 1.0, False),
+    "E22": lambda t: op.histogram_abs(X, torch.zeros(2, 2, dtype=torch.long), 1.0, False),
+    "E23": lambda t: op.histogram_abs(X, torch.zeros(4, dtype=torch.long), 0.0, False),
+    "E24": lambda t: op.histogram_abs(X.cuda(), torch.zeros(4, dtype=torch.long), 1.0, False),
+    "E25": lambda t: QuantDescriptor(num_bits=1),
+    "E26": lambda t: QuantDescriptor(num_bits="8"),
+    "E27": lambda t: QuantDescriptor(amax=-1.0),
+    "E28": lambda t: QuantDescriptor(amax=float("nan")),
+    "E29": lambda t: QuantDescriptor(calib_method="kl"),
+    "E30": lambda t: QuantDescriptor(scale_amax=0.0),
+    "E31": lambda t: QuantDescriptor(foo=1),
+    "E32": lambda t: QuantDescriptor(axis=(1.5,)),
+    "E34": lambda t: setattr(qnn.TensorQuantizer(), "amax", -1.0),
+    "E35": lambda t: setattr(qnn.TensorQuantizer(), "amax", float("nan")),
+    "E37": lambda t: _set_amax_twice(),
+    "E39": lambda t: _quantizer_with(axis=3, amax=[1.0, 2.0])(X),
+    "E40": lambda t: _calib_strict(),
+    "E44": lambda t: qnn.TensorQuantizer(8),
+    "E46": lambda t: setattr(qnn.TensorQuantizer(), "num_bits", 20),
+    "E47": lambda t: qnn.TensorQuantizer().enable_clip(),
+    "E48": lambda t: qnn.TensorQuantizer().init_learn_amax(),
+    "E49": lambda t: _quantizer_with(axis=0, calib_method="histogram").enable_calib(),
+    "E51": lambda t: qnn.TensorQuantizer()(torch.empty(0)),
+    "E52": lambda t: _max_shape_change(),
+    "E53": lambda t: calib.MaxCalibrator(8).collect(torch.tensor([float("nan")])),
+    "E54": lambda t: calib.MaxCalibrator(8).collect(torch.tensor([float("inf")])),
+    "E55": lambda t: calib.MaxCalibrator(8, 3).collect(X),
+    "E56": lambda t: calib.MaxCalibrator(1),
+    "E57": lambda t: _collected(calib.HistogramCalibrator()).compute_amax("kl"),
+    "E58": lambda t: _collected(calib.HistogramCalibrator()).compute_amax("percentile", percentile=0),
+    "E59": lambda t: _collected(calib.HistogramCalibrator()).compute_amax("percentile", percentile=100.5),
+    "E60": lambda t: calib.HistogramCalibrator(8, num_bins=64),
+    "E61": lambda t: calib.HistogramCalibrator(8, unsigned=True, num_bins=200),
+    "E62": lambda t: calib.HistogramCalibrator(8, axis=0),
+    "E63": lambda t: _collected(calib.HistogramCalibrator()).compute_amax("entropy", stride=0),
+    "E64": lambda t: _collected(calib.HistogramCalibrator()).compute_amax("mse", start_bin=4096),
+    "E65": lambda t: calib.HistogramCalibrator().collect(torch.tensor([1.0, float("nan")])),
+    "E66": lambda t: calib.HistogramCalibrator().collect(torch.tensor([1.0, float("inf")])),
+    "E67": lambda t: calib.HistogramCalibrator().compute_amax("entropy"),
+    "E70": lambda t: torchqat.calibrate(_qmodel(), [X], method="kl", progress=False),
+    "E71": lambda t: torchqat.calibrate(_qmodel(), [X], num_batches=0, progress=False),
+    "E72": lambda t: torchqat.calibrate(nn.Sequential(nn.Linear(3, 2)), [X], progress=False),
+    "E73": lambda t: torchqat.calibrate(_qmodel(), [], progress=False),
+    "E74": lambda t: torchqat.calibrate(_qmodel(), [torch.full((2, 3), float("nan"))], progress=False),
+    "E75": lambda t: torchqat.quantize_model(_linear_model(), custom_quant_modules={"NoSuch": qnn.QuantLinear}),
+    "E76": lambda t: torchqat.quantize_model(_linear_model(), quant_desc_weight=QuantDescriptor(axis=3)),
+    "E77": lambda t: torchqat.quantize_model(_linear_model(), quant_desc_weight=QuantDescriptor(fake_quant=False)),
+    "E79": lambda t: torchqat.quantize_model(_linear_model(), include=["nomatch"]),
+    "E80": lambda t: torchqat.quantize_model(_linear_model(), exclude=["nomatch"]),
+    "E81": lambda t: torchqat.quantize_model(_linear_model(), {"quant_cfg": {"nomatch*": {"num_bits": 4}}}),
+    "E84": lambda t: torchqat.quantize_model(_linear_model(), {"bogus": 1}),
+    "E85": lambda t: torchqat.quantize_model(3),
+    "E86": lambda t: torchqat.quantize_model(_linear_model(), {"quant_cfg": {1: {}}}),
+    "E89": lambda t: qnn.QuantConv2d(3, 4, 3, quant_desc_weight=QuantDescriptor(axis=5)),
+    "E90": lambda t: qnn.QuantLinear(3, 4, quant_desc_input=QuantDescriptor(fake_quant=False)),
+    "E92": lambda t: qnn.QuantConv2d.from_float(nn.Linear(2, 2)),
+    "E93": lambda t: qnn.QuantLinear(3, 4, quant_desc_input=3),
+    "E94": lambda t: qnn.QuantConcat()([]),
+    "E97": lambda t: torchqat.load_state_dict(_conv(), _checkpoint_file(t, _saved_bytes(_conv().state_dict())[:100])),
+    "E98": lambda t: torchqat.load_state_dict(_conv(), _checkpoint_file(t, b"garbage" * 10)),
+    "E99": lambda t: torchqat.load_state_dict(_conv(), str(t / "missing.pt")),
+    "E100": lambda t: _load_with("_input_quantizer._amax", torch.tensor(float("nan"))),
+    "E101": lambda t: _load_with("_input_quantizer._amax", torch.tensor(-1.0)),
+    "E102": lambda t: _load_with("weight", torch.zeros(4, 3, 5, 5)),
+    "E103": lambda t: _load_with("_weight_quantizer._amax", torch.ones(3, 1, 1, 1)),
+    "E104": lambda t: _load_with("_input_quantizer._amax", torch.ones(3)),
+    "E105": lambda t: torchqat.load_state_dict(_conv(), {}),
+    "E106": lambda t: _load_with("extra", torch.ones(1)),
+    "E107": lambda t: _conv().load_state_dict({**_conv().state_dict(), "_input_quantizer._amax": torch.tensor(
+        float("nan"))}),
+    "E108": lambda t: torchqat.load_state_dict(_conv(), [1]),
+}
+
+
+def test_every_case_has_a_py_row():
+    extra = sorted(set(CASES) - set(PY_ROWS))
+    assert not extra, f"cases without a py/both row in docs/errors.md: {extra}"
+
+
+@pytest.mark.parametrize("rid", PY_ROWS)
+def test_row(rid, tmp_path):
+    _, cuda, py_type, fragment = ROWS[rid]
+    assert rid in CASES, f"docs/errors.md row {rid} has no case in test_error_table.py"
+    if cuda and not (torch.cuda.is_available() and torchqat.cuda_compiled()):
+        pytest.skip("needs a GPU and a CUDA build")
+    case = CASES[rid]
+    if py_type == "UserWarning":
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            case(tmp_path)
+        msgs = [str(m.message) for m in w if issubclass(m.category, UserWarning)]
+        assert any(fragment in m for m in msgs), f"{rid}: no UserWarning containing {fragment!r} in {msgs}"
+        return
+    exc = getattr(builtins, py_type, None)
+    assert isinstance(exc, type) and issubclass(exc, BaseException), f"{rid}: unknown Python type {py_type!r}"
+    with pytest.raises(BaseException) as info:
+        case(tmp_path)
+    # Exactly the documented class: RuntimeError rows must not pass on a subclass such as NotImplementedError.
+    assert type(info.value) is exc, f"{rid}: raised {type(info.value).__name__}: {info.value}"
+    assert fragment in str(info.value), f"{rid}: {fragment!r} not in {str(info.value)!r}"
