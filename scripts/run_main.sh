@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
 bash scripts/build.sh
 PY=${PYTHON:-python3}
-cd /tmp && $PY -m torchqat.weight_report "$@"
+# The demo: Fashion-MNIST float -> PTQ (4 methods) -> QAT -> QDQ ONNX -> ONNX Runtime, one table
+# and a plot in ./torchqat_demo_out (options: --help).
+$PY -m torchqat.demo "$@"

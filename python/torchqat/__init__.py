@@ -29,3 +29,8 @@ from . import placement  # noqa: E402
 from .placement import share_scales  # noqa: E402,F401
 from .bn_fold import fold_bn  # noqa: E402,F401
 from . import tools  # noqa: E402
+
+# QDQ ONNX export for TensorRT (issue 5); importing it registers the export symbolics.
+from . import onnx  # noqa: E402
+from .onnx import enable_onnx_export  # noqa: E402,F401
+from .checkpoint import load_state_dict  # noqa: E402,F401

@@ -1,0 +1,288 @@
+"""The whole flow on Fashion-MNIST: float training -> PTQ (max, entropy, percentile, mse) -> QAT ->
+QDQ ONNX -> ONNX Runtime, then one table and one figure.
+
+    python -m torchqat.demo [--epochs 4] [--qat-epochs 1] [--device auto|cpu|cuda] [--out DIR] ...
+"""
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+
+import torch
+
+from . import data, report, train
+from .model import FashionResNet, count_parameters
+from .quantize import quantize
+
+__all__ = ["main", "parse_args"]
+
+PTQ_METHODS = ("max", "entropy", "percentile", "mse")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m torchqat.demo",
+        description="torchqat end to end on Fashion-MNIST: trains a small ResNet (or reuses the cached one), "
+                    "calibrates it (max, entropy, percentile, mse), fine-tunes it with QAT, exports QDQ ONNX, "
+                    "runs it in ONNX Runtime, and prints one table (also a 4-bit-weight PTQ vs QAT pair).")
+    p.add_argument("--epochs", type=int, default=None, help="float training epochs (default 4; 1 with --quick)")
+    p.add_argument("--qat-epochs", type=int, default=1, help="8-bit QAT fine-tuning epochs (default 1)")
+    p.add_argument("--lowbit-qat-epochs", type=int, default=None,
+                   help="QAT epochs of the 4-bit-weight setting (default 2; 1 with --quick)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train and evaluate in PyTorch (auto: cuda when present and torchqat has its "
+                        "CUDA kernels); ONNX Runtime always runs on the CPU")
+    p.add_argument("--out", default="torchqat_demo_out", help="output folder for the ONNX model, plot and results")
+    p.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "torchqat"),
+                   help="where the trained float checkpoint is kept and reused (default ~/.cache/torchqat)")
+    p.add_argument("--data-dir", default=data.DEFAULT_DATA_DIR, help="folder with the Fashion-MNIST IDX files")
+    p.add_argument("--batch-size", type=int, default=128, help="training batch size (evaluation uses 4x)")
+    p.add_argument("--calib-batches", type=int, default=None,
+                   help="calibration batches of --batch-size training images (default 16; 2 with --quick)")
+    p.add_argument("--width", type=int, default=None, help="channels of the first stage (default 32; 8 with --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny subset and model, for tests: a couple of seconds per step, accuracy meaningless")
+    p.add_argument("--retrain", action="store_true", help="train the float model even when a checkpoint is cached")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = 1 if args.quick else 4
+    if args.lowbit_qat_epochs is None:
+        args.lowbit_qat_epochs = 1 if args.quick else 2
+    if args.calib_batches is None:
+        args.calib_batches = 2 if args.quick else 16
+    if args.width is None:
+        args.width = 8 if args.quick else 32
+    for name in ("epochs", "batch_size", "calib_batches", "width"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("qat_epochs", "lowbit_qat_epochs"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    return args
+
+
+def _device(choice):
+    import torchqat
+    cuda_ok = torch.cuda.is_available() and torchqat.cuda_compiled()
+    if choice == "auto":
+        return torch.device("cuda" if cuda_ok else "cpu")
+    if choice == "cuda" and not cuda_ok:
+        why = "no CUDA GPU is visible to torch" if not torch.cuda.is_available() else \
+            "this torchqat build has no CUDA kernels (rebuild with nvcc present)"
+        raise SystemExit(f"--device cuda: {why}")
+    return torch.device(choice)
+
+
+def _log(msg):
+    print(msg, flush=True)
+
+
+def _input_amax(model):
+    """[(quantizer name, amax)] of the per-tensor (activation) quantizers, model order, shared ones once."""
+    from ..nn import TensorQuantizer
+    out, seen = [], set()
+    for name, m in model.named_modules():
+        if isinstance(m, TensorQuantizer) and m.axis is None and id(m) not in seen and m.amax is not None:
+            seen.add(id(m))
+            out.append((name, float(m.amax)))
+    return out
+
+
+def _float_model(args, device, x_train, y_train):
+    """The trained float model: from the cache folder when there, else trained now and cached."""
+    tag = f"fashion_resnet_w{args.width}_e{args.epochs}_b{args.batch_size}_s{args.seed}{'_quick' if args.quick else ''}"
+    path = os.path.join(args.cache_dir, tag + ".pt")
+    model = FashionResNet(args.width)
+    if os.path.exists(path) and not args.retrain:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ckpt["state_dict"])
+        _log(f"float model: reusing {path} (trained {ckpt.get('train_seconds', 0):.0f} s)")
+        return model.to(device), 0.0, path
+    _log(f"float model: training {count_parameters(model) / 1e6:.2f}M parameters for {args.epochs} epoch(s) "
+         f"on {device} (cached as {path})")
+    model.to(device)
+    g = torch.Generator().manual_seed(args.seed)
+    t0 = time.perf_counter()
+    train.train(model, x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, device=device,
+                optimizer="sgd", lr=0.1, weight_decay=5e-4, schedule="onecycle", generator=g, desc="fp32 train",
+                show_progress=not args.no_progress)
+    seconds = time.perf_counter() - t0
+    os.makedirs(args.cache_dir, exist_ok=True)
+    tmp = path + f".tmp{os.getpid()}"
+    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "width": args.width,
+                "epochs": args.epochs, "seed": args.seed, "train_seconds": seconds}, tmp)
+    os.replace(tmp, path)  # atomic: a concurrent run never sees half a file
+    return model, seconds, path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from .. import calib as tq_calib
+
+    t_start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    device = _device(args.device)
+    show = not args.no_progress
+    os.makedirs(args.out, exist_ok=True)
+    eval_bs = 4 * args.batch_size
+
+    train_limit, test_limit = (2048, 1024) if args.quick else (None, None)
+    x_train, y_train = data.load_split("train", args.data_dir, train_limit)
+    x_test, y_test = data.load_split("t10k", args.data_dir, test_limit)
+    _log(f"Fashion-MNIST: {x_train.shape[0]} training / {x_test.shape[0]} test images from {args.data_dir}; "
+         f"device {device}, {torch.get_num_threads()} CPU threads")
+
+    def evaluate(model, desc):
+        return train.evaluate(model, x_test, y_test, batch_size=eval_bs, device=device, desc=desc, show_progress=show)
+
+    def calib_data():
+        g = torch.Generator().manual_seed(args.seed + 1)
+        return (xb for xb, _ in data.batches(x_train, y_train, args.batch_size, shuffle=True, generator=g,
+                                             limit=args.calib_batches))
+
+    def qat(model, epochs, lr, desc, seed_offset):
+        g = torch.Generator().manual_seed(args.seed + seed_offset)
+        train.train(model, x_train, y_train, epochs=epochs, batch_size=args.batch_size, device=device,
+                    optimizer="sgd", lr=lr, weight_decay=5e-5, schedule="cosine", generator=g, desc=desc,
+                    show_progress=show, freeze_bn=True)
+
+    timings = {}
+
+    # 1. float model ---------------------------------------------------------------------------------
+    t = time.perf_counter()
+    fp32_model, train_seconds, ckpt_path = _float_model(args, device, x_train, y_train)
+    fp32_model.eval()
+    fp32_acc = evaluate(fp32_model, "eval fp32")
+    timings["fp32"] = time.perf_counter() - t
+    _log(f"FP32: {fp32_acc:.2f}%")
+
+    # 2. PTQ, 8 bits: max, then one histogram pass for entropy / percentile / mse --------------------
+    t = time.perf_counter()
+    qmodel = quantize(fp32_model).to(device)
+    ptq = {}
+    snapshots = {}
+    amax_by_method = {}
+    for method in PTQ_METHODS:
+        if method in ("max", "entropy"):  # one collection serves entropy, percentile and mse
+            tq_calib.collect_stats(qmodel, calib_data(), num_batches=args.calib_batches, method=method,
+                                   progress=show)
+        tq_calib.compute_amax(qmodel, method=method)
+        ptq[method] = evaluate(qmodel, f"eval PTQ {method}")
+        snapshots[method] = copy.deepcopy(qmodel.state_dict())
+        amax_by_method[method] = _input_amax(qmodel)
+        _log(f"PTQ int8 {method}: {ptq[method]:.2f}%")
+    best = max(PTQ_METHODS, key=lambda m: ptq[m])  # first of equals wins
+    timings["ptq"] = time.perf_counter() - t
+
+    # 3. QAT, 8 bits, from the best calibration ---------------------------------------------------------
+    t = time.perf_counter()
+    qmodel.load_state_dict(snapshots[best])
+    if args.qat_epochs > 0:
+        qat(qmodel, args.qat_epochs, 1e-3, "QAT int8", 10)
+    qat_acc = evaluate(qmodel, "eval QAT int8")
+    timings["qat"] = time.perf_counter() - t
+    _log(f"QAT int8 ({args.qat_epochs} epoch(s) from {best}): {qat_acc:.2f}%")
+
+    # 4. QDQ ONNX export and ONNX Runtime --------------------------------------------------------------
+    t = time.perf_counter()
+    onnx_path = os.path.join(args.out, "fashion_resnet_int8_qdq.onnx")
+    ort_acc, onnx_bytes, lat_torch, lat_ort = _onnx_step(args, qmodel, fp32_model, onnx_path, x_test, y_test,
+                                                        eval_bs, show)
+    timings["onnx"] = time.perf_counter() - t
+    _log(f"ONNX Runtime int8: {ort_acc:.2f}%")
+
+    # 5. low bit: 4-bit per-channel weights, 8-bit activations ------------------------------------------
+    t = time.perf_counter()
+    lowbit = quantize(fp32_model, weight_bits=4).to(device)
+    act_method = best
+    tq_calib.calibrate(lowbit, calib_data(), method=act_method, num_batches=args.calib_batches, progress=show)
+    w4_ptq = evaluate(lowbit, "eval PTQ w4a8")
+    if args.lowbit_qat_epochs > 0:
+        qat(lowbit, args.lowbit_qat_epochs, 5e-3, "QAT w4a8", 20)
+    w4_qat = evaluate(lowbit, "eval QAT w4a8")
+    timings["lowbit"] = time.perf_counter() - t
+    _log(f"w4a8 PTQ {w4_ptq:.2f}%  QAT {w4_qat:.2f}%")
+
+    # 6. one table, one figure --------------------------------------------------------------------------
+    def d(acc):
+        return f"{acc - fp32_acc:+.2f}"
+
+    trained = f"trained {train_seconds:.0f} s" if train_seconds else "cached checkpoint"
+    rows = [("FP32 (PyTorch)", f"{fp32_acc:.2f} %", "", f"{count_parameters(fp32_model) / 1e6:.2f}M params, "
+             f"{args.epochs} epochs, {trained}"), None]
+    for m in PTQ_METHODS:
+        note = {"max": "max calibration", "entropy": "histogram, KL divergence", "percentile": "histogram, 99.99%",
+                "mse": "histogram, min MSE"}[m] + (" (best)" if m == best else "")
+        rows.append((f"PTQ int8 {m}", f"{ptq[m]:.2f} %", d(ptq[m]), note))
+    rows.append((f"QAT int8", f"{qat_acc:.2f} %", d(qat_acc), f"{args.qat_epochs} epoch(s) from {best}, SGD 1e-3 cosine"))
+    rows.append(("ONNX Runtime int8", f"{ort_acc:.2f} %", d(ort_acc),
+                 f"QDQ ONNX of the QAT model, {ort_acc - qat_acc:+.2f} vs PyTorch fake quant"))
+    rows.append(None)
+    rows.append(("PTQ w4a8", f"{w4_ptq:.2f} %", d(w4_ptq), f"4-bit per-channel weights, 8-bit act ({act_method})"))
+    rows.append(("QAT w4a8", f"{w4_qat:.2f} %", d(w4_qat), f"{args.lowbit_qat_epochs} epoch(s), PyTorch fake quant"))
+    rows.append(None)
+    rows.append(("ONNX file size", f"{onnx_bytes / 1024:.0f} KiB", "", os.path.basename(onnx_path)))
+    rows.append((f"latency, batch {eval_bs}", f"{lat_torch:.1f} ms", "", "PyTorch FP32, CPU"))
+    rows.append((f"latency, batch {eval_bs}", f"{lat_ort:.1f} ms", "", "ONNX Runtime int8 QDQ, CPU"))
+    total = time.perf_counter() - t_start
+    table = report.format_table(rows, title=f"torchqat demo: Fashion-MNIST, {x_test.shape[0]} test images "
+                                            f"(device {device}, wall time {total:.0f} s)")
+    print()
+    print(table, flush=True)
+
+    plot_path = os.path.join(args.out, "torchqat_demo.png")
+    accs = [("FP32", fp32_acc)] + [(f"PTQ int8 {m}", ptq[m]) for m in PTQ_METHODS] + [
+        ("QAT int8", qat_acc), ("ORT int8", ort_acc), ("PTQ w4a8", w4_ptq), ("QAT w4a8", w4_qat)]
+    report.save_plot(plot_path, amax_by_method, accs, fp32_acc)
+    results = {"fp32": fp32_acc, "ptq": ptq, "best_ptq_method": best, "qat": qat_acc, "ort_int8": ort_acc,
+               "w4a8_ptq": w4_ptq, "w4a8_qat": w4_qat, "onnx_bytes": onnx_bytes, "latency_ms_torch_fp32": lat_torch,
+               "latency_ms_ort_int8": lat_ort, "latency_batch": eval_bs, "device": str(device),
+               "checkpoint": ckpt_path, "onnx": onnx_path, "plot": plot_path, "seconds": total,
+               "step_seconds": timings, "args": vars(args)}
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"\nwrote {onnx_path}, {plot_path} and results.json in {args.out}")
+    return results
+
+
+def _onnx_step(args, qmodel, fp32_model, onnx_path, x_test, y_test, eval_bs, show):
+    """Exports the QAT model as QDQ ONNX, checks it, and evaluates and times it in ONNX Runtime (CPU)."""
+    import onnx
+    import onnxruntime as ort
+
+    from .. import onnx as tq_onnx
+
+    cpu_model = copy.deepcopy(qmodel).cpu().eval()
+    dummy = x_test[:1].clone()
+    tq_onnx.export(cpu_model, (dummy,), onnx_path, opset_version=13, input_names=["image"],
+                   output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    onnx.checker.check_model(onnx.load(onnx_path), full_check=True)
+    onnx_bytes = os.path.getsize(onnx_path)
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = torch.get_num_threads()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    in_name = sess.get_inputs()[0].name
+
+    def run(xb):
+        return sess.run(None, {in_name: xb})[0]
+
+    ort_acc = train.predict_batches(run, x_test, y_test, batch_size=eval_bs, desc="eval ONNX Runtime",
+                                    show_progress=show)
+    xb = x_test[:eval_bs].contiguous()
+    xb_np = xb.numpy()
+    repeats = 3 if args.quick else 20
+    lat_ort = train.time_per_batch(lambda: run(xb_np), repeats=repeats)
+    fp32_cpu = copy.deepcopy(fp32_model).cpu().eval()
+    with torch.no_grad():
+        lat_torch = train.time_per_batch(lambda: fp32_cpu(xb), repeats=repeats)
+    return ort_acc, onnx_bytes, lat_torch, lat_ort
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
