@@ -16,6 +16,7 @@
 #include "torchqat/nn/quant_mixin.h"
 #include "torchqat/nn/quant_pooling.h"
 #include "torchqat/nn/replace.h"
+#include "torchqat/onnx/export.h"
 #include "torchqat/ops.h"
 #include "torchqat/quant_descriptor.h"
 #include "torchqat/tensor_quantizer.h"
