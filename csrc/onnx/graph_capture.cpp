@@ -3,6 +3,7 @@
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/fuse_linear.h>
 
 #include <utility>
 
@@ -59,6 +60,9 @@ std::shared_ptr<torch::jit::Graph> capture_graph(torch::nn::Module& module, cons
       std::move(inputs), traced, [](const at::Tensor&) { return std::string(); }, /*strict=*/true,
       /*force_outplace=*/true);
   std::shared_ptr<torch::jit::Graph> graph = state->graph;
+  // The C++ tracer records linear as t(weight) + addmm; fold it back so the weight's DQ
+  // feeds Gemm directly (TensorRT fuses Q/DQ into a layer only when nothing sits between).
+  torch::jit::FuseLinear(graph);
   torch::jit::EliminateDeadCode(graph);
   return graph;
 }
