@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import torchqat
-from torchqat import nn as quant_nn
+from torchqat import nn as quant_nn, tools
 
 import yolo_like
 
@@ -67,13 +67,26 @@ def test_calibrate_sensitivity_finetune_export(prepared, tmp_path):
     assert len(top) == 3 and top[0] == table.rows[0].layer
     assert (tmp_path / "sens.png").read_bytes()[:4] == b"\x89PNG"
 
-    before = score(model)
+    layers = ["backbone.*", "sppcspc", "elan_*"]
+    train = _batches(4, seed=1)
+
+    def distill_loss(teacher=None):  # the objective finetune minimises, on its own batches
+        probe = tools.FeatureDistillationLoss(model, teacher=teacher, layers=layers)
+        model.eval()
+        with torch.no_grad():
+            value = sum(float(probe(b)) for b in train)
+        probe.remove()
+        return value, probe.teacher
+
+    before, teacher = distill_loss()
     epochs_seen = []
-    history = qat_recipe.finetune(model, _batches(4, seed=1), epochs=2, iters_per_epoch=4,
-                                  lr_schedule={0: 1e-3, 1: 1e-4}, layers=["backbone.*", "sppcspc", "elan_*"],
-                                  on_epoch_end=lambda e, m: epochs_seen.append(e))
+    # The recipe's learning-rate scale (1e-5 .. 1e-6): larger Adam steps overshoot the
+    # quantization grid of this small, randomly initialised network.
+    history = qat_recipe.finetune(model, train, epochs=2, iters_per_epoch=4, lr_schedule={0: 1e-5, 1: 1e-6},
+                                  layers=layers, on_epoch_end=lambda e, m: epochs_seen.append(e))
     assert epochs_seen == [0, 1] and len(history) == 2 and all(h == h and h >= 0 for h in history)
-    assert score(model) > before  # distillation pulls the quantized model towards the float one
+    after, _ = distill_loss(teacher)
+    assert after < 0.97 * before  # distillation pulls the quantized features towards the float ones
     assert not any(m._forward_hooks for m in model.modules())  # hooks removed: safe to save / export
 
     path = qat_recipe.export(model, str(tmp_path / "yolo.onnx"), torch.rand(1, 3, 64, 64))
