@@ -19,3 +19,4 @@ target_link_libraries(torchqat_python PRIVATE torchqat ${TORCH_PYTHON_LIBRARY})
 target_include_directories(torchqat_python PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
 # torch's headers define this ABI tag; pybind11 modules of one process must agree on it.
 target_compile_definitions(torchqat_python PRIVATE TORCH_EXTENSION_NAME=_C)
+torchqat_precompile(torchqat_python "<torch/extension.h>")
