@@ -22,6 +22,9 @@ namespace {
 void check_hist(const char* what, const std::vector<int64_t>& counts, double width) {
   TORCH_CHECK_VALUE(counts.size() >= 2, what, ": the histogram needs at least 2 bins, got ", counts.size());
   TORCH_CHECK_VALUE(width > 0 && std::isfinite(width), what, ": bin width must be > 0 and finite, got ", width);
+  for (size_t j = 0; j < counts.size(); ++j) {
+    TORCH_CHECK_VALUE(counts[j] >= 0, what, ": counts must be >= 0, got ", counts[j], " in bin ", j);
+  }
 }
 
 void check_search(const char* what, int64_t num_bits, int64_t start_bin, int64_t stride, int64_t last_candidate) {
@@ -50,7 +53,6 @@ double amax_entropy(const std::vector<int64_t>& counts, double width, int64_t nu
   std::vector<int64_t> S(n + 1, 0), Z(n + 1, 0);
   std::vector<double> L(n + 1, 0.0);
   for (int64_t j = 0; j < n; ++j) {
-    TORCH_CHECK_VALUE(counts[j] >= 0, what, ": counts must be >= 0, got ", counts[j], " in bin ", j);
     S[j + 1] = S[j] + c[j];
     Z[j + 1] = Z[j] + (c[j] != 0);
     L[j + 1] = L[j] + xlogx(static_cast<double>(c[j]));

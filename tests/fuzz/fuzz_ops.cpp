@@ -507,8 +507,8 @@ void fuzz_histogram_calibrator(FuzzedDataProvider& p, const Args& a) {
   const int64_t num_bins = p.ConsumeBool() ? 2048 : p.ConsumeIntegralInRange<int64_t>(-2, 4096);
   std::shared_ptr<torchqat::calib::HistogramCalibrator> hc;
   if (!attempt("HistogramCalibrator", [&] {
-        hc = std::make_shared<torchqat::calib::HistogramCalibrator>(a.num_bits, a.is_unsigned, num_bins,
-                                                                     p.ConsumeBool());
+        hc = std::make_shared<torchqat::calib::HistogramCalibrator>(a.num_bits, std::nullopt, a.is_unsigned,
+                                                                     num_bins, p.ConsumeBool());
       })) {
     return;
   }
@@ -575,19 +575,22 @@ void fuzz_amax_search(FuzzedDataProvider& p, const Args& a) {
     FUZZ_CHECK(std::isfinite(v) && v >= 0.0 && v <= width * static_cast<double>(n) * (1 + 1e-9), what, " amax ", v,
                " outside [0, ", width * static_cast<double>(n), "]");
   };
-  const bool hist_ok = n > 0 && width > 0 && std::isfinite(width) && valid_counts;
-  const bool search_ok = hist_ok && a.num_bits >= 2 && a.num_bits <= 16 && start_bin >= 1 &&
-                         start_bin < static_cast<int64_t>(n) && stride >= 1;
+  const bool hist_ok = n >= 2 && width > 0 && std::isfinite(width) && valid_counts;
+  // Candidates: entropy's amax ends at bin i for i in [start_bin, n]; mse's is the centre of bin i < n.
+  auto search_ok = [&](int64_t last_candidate) {
+    return hist_ok && a.num_bits >= 2 && a.num_bits <= 16 && start_bin >= 1 && start_bin <= last_candidate &&
+           stride >= 1;
+  };
   double v = 0.0;
   if (attempt("amax_entropy", [&] {
         v = torchqat::calib::amax_entropy(counts, width, a.num_bits, a.is_unsigned, start_bin, stride);
       })) {
-    check("amax_entropy", v, search_ok);
+    check("amax_entropy", v, search_ok(static_cast<int64_t>(n)));
   }
   if (attempt("amax_mse", [&] {
         v = torchqat::calib::amax_mse(counts, width, a.num_bits, a.is_unsigned, start_bin, stride);
       })) {
-    check("amax_mse", v, search_ok);
+    check("amax_mse", v, search_ok(static_cast<int64_t>(n) - 1));
   }
   static const double percentiles[] = {99.99, 100.0, 50.0, 0.0, -1.0, 101.0, NAN};
   const double pct = percentiles[p.ConsumeIntegralInRange<size_t>(0, 6)];
@@ -598,11 +601,15 @@ void fuzz_amax_search(FuzzedDataProvider& p, const Args& a) {
 
 }  // namespace
 
+// Warnings (e.g. an uncalibrated quantizer) are expected here; dropping them keeps the log readable.
+struct SilentWarnings : c10::WarningHandler {
+  void process(const c10::Warning&) override {}
+};
+
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   at::set_num_threads(1);
-  c10::SetUsageLogger([](const std::string&) {});
-  // Warnings (e.g. an uncalibrated quantizer) are expected here; keep the log readable.
-  c10::WarningUtils::set_warning_handler(nullptr);
+  static SilentWarnings silent;
+  c10::WarningUtils::set_warning_handler(&silent);
   return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ops/calib_kernels.h"
+#include "ops/cpu/multiversion.h"
 
 namespace torchqat {
 namespace detail {
@@ -28,7 +29,7 @@ inline int32_t abs_bits(T v) {
 
 // max of |x[0..n)| as bits, starting from m.
 template <typename T>
-__attribute__((target_clones("arch=x86-64-v3", "default")))
+TORCHQAT_MULTIVERSION
 int32_t reduce_run(const T* __restrict x, int64_t n, int32_t m) {
   for (int64_t i = 0; i < n; ++i) m = std::max(m, abs_bits(x[i]));
   return m;
@@ -36,7 +37,7 @@ int32_t reduce_run(const T* __restrict x, int64_t n, int32_t m) {
 
 // acc[i] = max(acc[i], |x[i]|) for a run of kept elements that are consecutive in out.
 template <typename T>
-__attribute__((target_clones("arch=x86-64-v3", "default")))
+TORCHQAT_MULTIVERSION
 void keep_run(const T* __restrict x, int64_t n, int32_t* __restrict acc) {
   for (int64_t i = 0; i < n; ++i) acc[i] = std::max(acc[i], abs_bits(x[i]));
 }

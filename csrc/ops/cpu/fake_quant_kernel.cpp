@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "ops/cpu/multiversion.h"
 #include "ops/kernels.h"
 #include "ops/quant_math.h"
 
@@ -42,13 +43,13 @@ void walk(int64_t n, int64_t channels, int64_t inner, const Run& run, const Cyc&
 }
 
 template <typename T>
-__attribute__((target_clones("arch=x86-64-v3", "default")))
+TORCHQAT_MULTIVERSION
 void fq_run(const T* __restrict x, T* __restrict y, int64_t n, Step s, float qmin, float qmax) {
   for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>(fake_quant_one(static_cast<float>(x[i]), s, qmin, qmax));
 }
 
 template <typename T>
-__attribute__((target_clones("arch=x86-64-v3", "default")))
+TORCHQAT_MULTIVERSION
 void fq_cyc(const T* __restrict x, T* __restrict y, int64_t n, const float* __restrict step,
             const float* __restrict inv, float qmin, float qmax) {
   for (int64_t i = 0; i < n; ++i) {
@@ -71,7 +72,7 @@ void fq_cyc<double>(const double* __restrict x, double* __restrict y, int64_t n,
 }
 
 template <typename T>
-__attribute__((target_clones("arch=x86-64-v3", "default")))
+TORCHQAT_MULTIVERSION
 void bwd_run(const T* __restrict g, const T* __restrict x, T* __restrict gx, float* __restrict ds, int64_t n,
              float amax, Step s, float qmin, float qmax) {
   for (int64_t i = 0; i < n; ++i) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ops/calib_kernels.h"
+#include "ops/cpu/multiversion.h"
 
 namespace torchqat {
 namespace detail {
@@ -21,7 +22,7 @@ constexpr int kWays = 4;
 
 // Bins of a block of values; -1 where not counted.
 template <typename T>
-__attribute__((target_clones("arch=x86-64-v3", "default")))
+TORCHQAT_MULTIVERSION
 void bin_block(const T* __restrict x, int64_t n, int32_t* __restrict idx, float inv, int32_t bins, float fbins,
                bool skip_zeros) {
   for (int64_t i = 0; i < n; ++i) {
