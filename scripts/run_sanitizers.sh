@@ -26,4 +26,4 @@ echo "== C++ tests under ASan + UBSan"
 echo "== libFuzzer, ${TORCHQAT_FUZZ_SECONDS:-60} s"
 mkdir -p build-san/corpus
 ./build-san/tests/fuzz/torchqat_fuzz_ops -max_total_time="${TORCHQAT_FUZZ_SECONDS:-60}" -max_len=256 \
-  -rss_limit_mb=4096 -print_final_stats=1 build-san/corpus
+  -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix=build-san/ build-san/corpus

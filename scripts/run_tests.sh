@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# README command 2: install what is missing, build, run every test (C++ then Python).
+# README command 2: install what is missing, build, run every test (C++, Python, then the C++
+# tests again under ASan + UBSan and the fuzzer for TORCHQAT_FUZZ_SECONDS, default 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
@@ -10,3 +11,5 @@ echo "== C++ tests (Catch2 via ctest)"
 echo "== Python tests (pytest)"
 # Run from tests/ so the installed package (not ./python) is what gets imported.
 (cd tests/python && $PY -m pytest -q -p no:cacheprovider .)
+echo "== Sanitizers and fuzzer"
+bash scripts/run_sanitizers.sh

@@ -1,7 +1,7 @@
 // amax searches over an |x| histogram with pytorch-quantization's definitions but without its
 // Python loops. The KL search uses prefix sums, so a candidate costs O(levels) instead of
-// O(bins), and candidates run in parallel; the mse search fake-quantizes every candidate's bin
-// centres in a few batched torchqat::fake_quant calls.
+// O(bins), and candidates run in parallel; the mse search fake-quantizes the non-empty bin
+// centres per candidate with the kernels' own arithmetic, candidates in parallel.
 #include "torchqat/calib/amax_search.h"
 
 #include <ATen/ATen.h>
@@ -12,12 +12,29 @@
 #include <cmath>
 #include <limits>
 
-#include "torchqat/ops.h"
+#include "ops/cpu/multiversion.h"
+#include "ops/quant_layout.h"
+#include "ops/quant_math.h"
 
 namespace torchqat {
 namespace calib {
 
 namespace {
+
+// Bin centres as float32, as pytorch-quantization computes them from its float edges.
+float bin_center(int64_t j, double width) { return static_cast<float>((static_cast<double>(j) + 0.5) * width); }
+
+// sum_j w_j (fake_quant(c_j) - c_j)^2: the forward kernels' arithmetic in float, the error in double.
+TORCHQAT_MULTIVERSION
+double weighted_sq_error(const float* __restrict c, const double* __restrict w, int64_t m, detail::Step s,
+                         float qmin, float qmax) {
+  double acc = 0.0;
+  for (int64_t j = 0; j < m; ++j) {
+    const double d = static_cast<double>(detail::fake_quant_one(c[j], s, qmin, qmax)) - static_cast<double>(c[j]);
+    acc += w[j] * d * d;
+  }
+  return acc;
+}
 
 void check_hist(const char* what, const std::vector<int64_t>& counts, double width) {
   TORCH_CHECK_VALUE(counts.size() >= 2, what, ": the histogram needs at least 2 bins, got ", counts.size());
@@ -124,38 +141,32 @@ double amax_mse(const std::vector<int64_t>& counts, double width, int64_t num_bi
   check_hist(what, counts, width);
   const int64_t n = static_cast<int64_t>(counts.size());
   check_search(what, num_bits, start_bin, stride, n - 1);
-  std::vector<float> centers(static_cast<size_t>(n));
-  for (int64_t j = 0; j < n; ++j) centers[static_cast<size_t>(j)] = static_cast<float>((j + 0.5) * width);
   // Empty bins add nothing to any candidate's error: only non-empty bins are quantized.
   std::vector<float> c_nz;
   std::vector<double> w_nz;
   for (int64_t j = 0; j < n; ++j) {
     if (counts[j] != 0) {
-      c_nz.push_back(centers[static_cast<size_t>(j)]);
+      c_nz.push_back(bin_center(j, width));
       w_nz.push_back(static_cast<double>(counts[j]));
     }
   }
-  if (c_nz.empty()) return static_cast<double>(centers[static_cast<size_t>(start_bin)]);  // all errors 0: first
+  if (c_nz.empty()) return static_cast<double>(bin_center(start_bin, width));  // all errors 0: the first
   const int64_t m = static_cast<int64_t>(c_nz.size());
-  const at::Tensor cf = at::tensor(c_nz, at::kFloat);
-  const at::Tensor cd = cf.to(at::kDouble);
-  const at::Tensor w = at::tensor(w_nz, at::kDouble);
-  std::vector<float> cand_amax;
-  for (int64_t i = start_bin; i < n; i += stride) cand_amax.push_back(centers[static_cast<size_t>(i)]);
-  const int64_t ncand = static_cast<int64_t>(cand_amax.size());
-  const at::Tensor amax_all = at::tensor(cand_amax, at::kFloat);
-  // Candidates in chunks so a grown histogram never needs candidates x bins at once.
-  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 21) / m);
-  std::vector<at::Tensor> errs;
-  for (int64_t c0 = 0; c0 < ncand; c0 += chunk) {
-    const at::Tensor amax = amax_all.slice(0, c0, std::min(ncand, c0 + chunk));
-    const at::Tensor grid = cf.unsqueeze(0).expand({amax.numel(), m}).contiguous();
-    // narrow_range: pytorch-quantization's fake_tensor_quant default, which its mse search uses.
-    const at::Tensor q = fake_quant(grid, amax, num_bits, is_unsigned, /*narrow_range=*/true, /*axis=*/0);
-    errs.push_back((q.to(at::kDouble) - cd).square_().mv(w));
-  }
-  const int64_t best = at::cat(errs).argmin().item<int64_t>();  // the first minimum
-  return static_cast<double>(cand_amax[static_cast<size_t>(best)]);
+  const int64_t ncand = (n - 1 - start_bin) / stride + 1;
+  // narrow_range: pytorch-quantization's fake_tensor_quant default, which its mse search uses.
+  const detail::QuantRange r = detail::quant_range(what, num_bits, is_unsigned, /*narrow_range=*/true);
+  // One loop per candidate, no temporaries: a grown histogram (10^5 bins) costs time in
+  // candidates x bins but memory in bins only.
+  std::vector<double> err(static_cast<size_t>(ncand));
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / m);
+  at::parallel_for(0, ncand, grain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const detail::Step s = detail::make_step(bin_center(start_bin + i * stride, width), r.bound);
+      err[static_cast<size_t>(i)] = weighted_sq_error(c_nz.data(), w_nz.data(), m, s, r.qmin, r.qmax);
+    }
+  });
+  const int64_t best = std::min_element(err.begin(), err.end()) - err.begin();  // the first minimum
+  return static_cast<double>(bin_center(start_bin + best * stride, width));
 }
 
 }  // namespace calib

@@ -15,6 +15,7 @@
 #include <typeinfo>
 
 #include "torchqat/build_info.h"
+#include "torchqat/calib/amax_search.h"
 #include "torchqat/calib/histogram_calibrator.h"
 #include "torchqat/calib/max_calibrator.h"
 #include "torchqat/calib/stats.h"
@@ -227,6 +228,7 @@ const std::map<std::string, std::function<void()>>& cases() {
       {"E66", [] { HistogramCalibrator().collect(torch::tensor({1.0f, kInf})); }},
       {"E68", [] { HistogramCalibrator().set_state(torch::zeros({4}), 1.0); }},
       {"E69", [] { MaxCalibrator().set_calib_amax(torch::tensor({kNaN})); }},
+      {"E110", [] { torchqat::calib::amax_percentile({1, -1, 2}, 1.0, 99.0); }},
       {"E76",
        [] {
          tqnn::replace_with_quant_modules(linear_model(),

@@ -288,6 +288,37 @@ def test_no_growth_when_the_first_batch_holds_the_max():
     assert one._calib_bin_width == parts._calib_bin_width
 
 
+def test_mse_on_a_grown_histogram_matches_reference_in_bounded_memory():
+    """A first batch 20x narrower than the rest grows the histogram to ~40000 bins, most of them
+    non-empty (the Fashion-MNIST demo met 10^5). The search must stay exact and must not hold
+    memory per candidate: an earlier batched version grew by gigabytes here."""
+    import resource
+
+    g = torch.Generator().manual_seed(11)
+    cal = calib.HistogramCalibrator(8, None, False)
+    cal.collect(torch.randn(20000, generator=g) * 0.05)
+    cal.collect(torch.randn(400000, generator=g).abs() * 1.0 + torch.rand(400000, generator=g) * 2)
+    hist, _, width = _state(cal)
+    assert len(hist) > 30000 and np.count_nonzero(hist) > 20000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    got = cal.compute_amax("mse", start_bin=len(hist) - 600).item()
+    got_all = cal.compute_amax("mse").item()
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 256, f"the mse search raised peak memory by {grown_mib:.0f} MiB"
+    # The numpy reference costs a second per thousand candidates here: it checks the last 600;
+    # the full search's pick must be a bin centre whose error is no worse than that one's.
+    assert got == pytest.approx(float(ref_mse(hist, width, start_bin=len(hist) - 600)), rel=1e-6)
+    counts = np.asarray(hist, dtype=np.float64)
+    centers = ((np.arange(len(counts)) + 0.5) * width).astype(np.float32)
+
+    def err(amax):
+        q = ref_fake_quant(centers, np.float32(amax), 8, False)
+        return ((q.astype(np.float64) - centers.astype(np.float64)) ** 2 * counts).sum()
+
+    assert np.isclose(centers, got_all, rtol=1e-7, atol=0).any()
+    assert err(got_all) <= err(got) * (1 + 1e-9)
+
+
 # ----- the ops ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
