@@ -36,7 +36,8 @@ std::tuple<at::Tensor, at::Tensor> quantize(const at::Tensor& x, const at::Tenso
   const at::Tensor xf = L.x.to(at::kFloat);
   at::Tensor q = at::clamp(at::round(xf * inv.reshape(shape)), r.qmin, r.qmax).to(int_type(num_bits, is_unsigned));
   if (x.dim() == 0) q = q.reshape({});
-  return {q, reshape_like_amax(step, amax).to(at::kFloat)};
+  // float32 whatever amax's dtype: a bf16/fp16 scale would round the step fake_quant uses.
+  return {q, step.reshape(amax.sizes())};
 }
 
 at::Tensor dequantize(const at::Tensor& q, const at::Tensor& scale, std::optional<int64_t> axis,

@@ -56,4 +56,15 @@ TEST_CASE("quantize/dequantize round trip equals fake_quant", "[ops]") {
   auto [q, scale] = torchqat::quantize(x, amax, 8, false, false, 0);
   REQUIRE(q.scalar_type() == torch::kChar);
   REQUIRE(torch::equal(torchqat::dequantize(q, scale, 0), fake_quant(x, amax, 8, false, false, 0)));
+
+  SECTION("a bf16 or fp16 amax still gives the float32 step (fuzzer-found: 11 bits, bf16 amax 3.89)") {
+    for (auto dt : {torch::kBFloat16, torch::kHalf}) {
+      const auto a = torch::full({}, 3.890625, dt);
+      const auto xs = torch::tensor({4.332e-4f, -2.0472e-3f, -5.593e-4f, 3.699e-4f});
+      auto [q11, s11] = torchqat::quantize(xs, a, 11, false, false, std::nullopt);
+      REQUIRE(s11.scalar_type() == torch::kFloat);
+      REQUIRE(s11.item<float>() == 3.890625f / 1023.0f);
+      REQUIRE(torch::equal(torchqat::dequantize(q11, s11, std::nullopt), fake_quant(xs, a, 11, false, false, std::nullopt)));
+    }
+  }
 }

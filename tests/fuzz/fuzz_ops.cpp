@@ -382,7 +382,9 @@ void fuzz_quantize(FuzzedDataProvider& p, const Args& a, const at::Tensor& y_fak
   }
   FUZZ_CHECK(deq.sizes() == a.x.sizes(), "dequantize shape");
   if (finite_x && a.x.scalar_type() == at::kFloat && y_fake.defined()) {
-    FUZZ_CHECK(at::equal(deq, y_fake.contiguous()), "dequantize(quantize(x)) != fake_quant(x) in fp32");
+    FUZZ_CHECK(at::equal(deq, y_fake.contiguous()), "dequantize(quantize(x)) != fake_quant(x) in fp32: x ", a.x,
+               " amax ", a.amax, " bits ", a.num_bits, " unsigned ", a.is_unsigned, " narrow ", a.narrow, " axis ",
+               a.axis.value_or(-99), " scale ", scale, " q ", q, " deq ", deq, " fake ", y_fake);
   }
 }
 
