@@ -47,9 +47,19 @@ void HistogramCalibrator::reserve_range(double vmax) {
     if (pending_zeros_ > 0 && !skip_zeros_) hist_[0] += pending_zeros_;
     pending_zeros_ = 0;
   } else if (vmax > width_ * static_cast<double>(hist_.numel())) {
-    // Append bins of the same width until the range covers vmax.
+    // Append bins of the same width until the range covers vmax; past max_bins() (a range
+    // grown 64x), merge pairs of bins first, as often as needed, so a first batch of tiny
+    // values cannot make the histogram (and the O(bins^2) mse search) unbounded.
+    while (std::ceil(vmax / width_) > static_cast<double>(max_bins())) coarsen();
     grow_to(static_cast<int64_t>(std::ceil(vmax / width_)));
   }
+}
+
+void HistogramCalibrator::coarsen() {
+  const int64_t n = hist_.numel();
+  at::Tensor h = n % 2 ? at::cat({hist_, at::zeros({1}, hist_.options())}) : hist_;
+  hist_ = h.view({-1, 2}).sum(1);
+  width_ *= 2.0;
 }
 
 void HistogramCalibrator::collect(const at::Tensor& x) {

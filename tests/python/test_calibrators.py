@@ -276,6 +276,29 @@ def test_growth_equals_one_histogram_of_all_data_with_the_final_edges():
     np.testing.assert_array_equal(hist, ref_hist(everything.numpy(), width, len(hist)))
 
 
+def test_growth_beyond_64x_merges_bins_instead_of_growing_without_bound():
+    g = torch.Generator().manual_seed(3)
+    batches = [torch.rand(20000, generator=g), torch.randn(20000, generator=g) * 300]
+    cal = calib.HistogramCalibrator(8, None, False)  # 2048 bins
+    cal.collect(batches[0])
+    first_width = cal._calib_bin_width
+    cal.collect(batches[1])
+    hist, _, width = _state(cal)
+    ratio = width / first_width
+    assert ratio > 1 and ratio == 2 ** round(math.log2(ratio))  # whole bins merged, edges kept
+    assert 32 * 2048 < len(hist) <= 64 * 2048
+    everything = torch.cat(batches)
+    assert len(hist) == math.ceil(everything.abs().max().item() / width)
+    assert hist.sum() == everything.numel()
+    # The first batch as binned then, its bins merged; the second binned at the final width.
+    first = ref_hist(batches[0].numpy(), first_width, 2048)
+    merged = np.bincount(np.arange(2048) // int(ratio), weights=first, minlength=len(hist)).astype(np.int64)
+    np.testing.assert_array_equal(hist, merged + ref_hist(batches[1].numpy(), width, len(hist)))
+    edges = np.arange(len(hist) + 1) * width
+    got = cal.compute_amax("percentile", percentile=99.9).item()
+    assert got == pytest.approx(float(ref_percentile(hist, edges, 99.9)), rel=1e-6)
+
+
 def test_no_growth_when_the_first_batch_holds_the_max():
     x = _distribution("gaussian")
     x[0] = x.abs().max() * 2

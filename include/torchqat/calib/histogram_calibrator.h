@@ -1,7 +1,8 @@
 #pragma once
 // HistogramCalibrator: an int64 histogram of |x| from 0, grown by appending bins of the same
 // width when a later batch exceeds the range (pytorch-quantization's behaviour, without its
-// float32 counts that saturate at 2^24); amax by entropy, percentile or mse search.
+// float32 counts that saturate at 2^24, and bounded at max_bins()); amax by entropy,
+// percentile or mse search.
 //
 // The first batch with a non-zero value fixes the range [0, max] split into num_bins bins
 // (zeros seen before that count in bin 0). Per batch there is one small host read, the batch
@@ -40,6 +41,9 @@ class HistogramCalibrator : public Calibrator {
   void reserve_range(double vmax);
   // Extends the histogram to num_bins bins of the current width (zeros appended).
   void grow_to(int64_t num_bins);
+  // The most bins growth keeps (64 x num_bins): beyond it, pairs of bins merge and the width
+  // doubles. pytorch-quantization grows without bound; both agree up to a 64x range growth.
+  int64_t max_bins() const { return num_bins_ * 64; }
   // Values collected while every value so far was zero (no range yet); 0 once a range is fixed.
   int64_t pending_zeros() const { return pending_zeros_; }
 
@@ -49,6 +53,8 @@ class HistogramCalibrator : public Calibrator {
   bool skip_zeros() const { return skip_zeros_; }
 
  private:
+  void coarsen();  // merges bin pairs: width x2, bins / 2 (rounded up)
+
   int64_t num_bits_;
   bool unsigned_;
   int64_t num_bins_;

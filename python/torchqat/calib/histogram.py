@@ -15,7 +15,9 @@ _METHODS = ("entropy", "percentile", "mse")
 
 class HistogramCalibrator:
     """Histogram of |x| from 0 with bins of one width, grown by appending bins when later data
-    exceeds the range; amax by compute_amax('entropy' | 'percentile' | 'mse').
+    exceeds the range; amax by compute_amax('entropy' | 'percentile' | 'mse'). Past 64 x num_bins
+    bins (a range grown 64x), pairs of bins merge and the width doubles, so a first batch of tiny
+    values cannot make the histogram unbounded (pytorch-quantization's grows without bound).
 
     Args (pytorch-quantization's): num_bits, axis (must be None: per tensor only), unsigned,
     num_bins (>= 2^(num_bits-1+unsigned)), grow_method (deprecated, ignored), skip_zeros (do not
