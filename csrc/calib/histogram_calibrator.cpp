@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 
 #include "torchqat/calib/amax_search.h"
 #include "torchqat/calib/stats.h"
@@ -42,7 +43,10 @@ void HistogramCalibrator::reserve_range(double vmax) {
   if (vmax == 0.0) return;
   if (width_ == 0.0) {
     // pytorch-quantization: edges = linspace(0, float32 max, num_bins + 1).
-    width_ = static_cast<double>(static_cast<float>(vmax)) / static_cast<double>(num_bins_);
+    // Floored where 1/width would overflow float32 (the binning kernels' factor): data that
+    // small (max |x| < ~1e-35) then fills only the first bins, but is still counted.
+    constexpr double kMinWidth = 2.0 / static_cast<double>(std::numeric_limits<float>::max());
+    width_ = std::max(static_cast<double>(static_cast<float>(vmax)) / static_cast<double>(num_bins_), kMinWidth);
     hist_ = at::zeros({num_bins_}, at::kLong);
     if (pending_zeros_ > 0 && !skip_zeros_) hist_[0] += pending_zeros_;
     pending_zeros_ = 0;

@@ -234,6 +234,22 @@ def test_all_zero_data_gives_zero_amax():
         assert amax is not None and amax.item() == 0.0
 
 
+def test_data_near_the_float32_minimum_is_counted():
+    """max |x| 1e-38: max/num_bins has no finite float32 inverse, so the width is floored; every
+    value is still counted and the searches return a finite amax within the range."""
+    x = torch.tensor([1.00909e-38, -3e-39, 5e-40, 0.0])
+    cal = calib.HistogramCalibrator(8, None, False)
+    cal.collect(x)
+    hist, _, width = _state(cal)
+    assert hist.sum() == x.numel() and len(hist) == 2048
+    assert np.isfinite(np.float32(1.0 / width))
+    for method in ("entropy", "mse", "percentile"):
+        amax = cal.compute_amax(method).item()
+        assert math.isfinite(amax) and 0.0 <= amax <= width * len(hist) * (1 + 1e-6)  # float32 amax
+    cal.collect(torch.tensor([1.0]))  # a normal range later grows (and merges) as usual
+    assert cal._calib_hist.sum().item() == x.numel() + 1
+
+
 def test_zeros_before_the_range_is_known_count_in_bin_zero():
     cal = calib.HistogramCalibrator(8, None, False)
     cal.collect(torch.zeros(100))
