@@ -14,11 +14,12 @@ struct Step {
   float inv;   // 1 / step; 0 when the channel quantizes to zero
 };
 
-// amax == 0, or an amax so small that 1/step overflows, quantizes the channel to 0 (never NaN).
+// amax == 0 (-0 included: its inverse is -inf), or an amax so small that 1/step overflows,
+// quantizes the channel to 0 (never NaN).
 C10_HOST_DEVICE inline Step make_step(float amax, float bound) {
   float step = amax / bound;
   float inv = 1.0f / step;
-  if (!(inv < INFINITY)) return {0.0f, 0.0f};
+  if (!(amax > 0.0f) || !(inv < INFINITY)) return {0.0f, 0.0f};
   return {step, inv};
 }
 

@@ -39,6 +39,20 @@ TEST_CASE("STE mask passes the clip range only; amax gets a gradient when it req
   REQUIRE(std::isfinite(amax.grad().item<float>()));
 }
 
+TEST_CASE("amax 0 and -0 quantize to zero in every dtype, forward and backward", "[ops]") {
+  for (auto dt : {torch::kFloat, torch::kHalf, torch::kBFloat16, torch::kDouble}) {
+    for (float z : {0.0f, -0.0f}) {  // -0 passes 'amax >= 0', but 1/-0 is -inf (fuzzer-found)
+      auto x = torch::tensor({0.0f, 1.5f, -2.0f, 1e-3f}).to(dt).requires_grad_();
+      auto amax = torch::tensor(z).requires_grad_();
+      auto y = fake_quant(x, amax, 11);
+      REQUIRE(torch::equal(y.to(torch::kFloat).abs(), torch::zeros({4})));
+      y.sum().backward();
+      REQUIRE(torch::isfinite(x.grad().to(torch::kFloat)).all().item<bool>());
+      REQUIRE(std::isfinite(amax.grad().item<float>()));
+    }
+  }
+}
+
 TEST_CASE("bad inputs raise errors that name the argument", "[ops][errors]") {
   auto x = torch::randn({2, 3});
   CHECK_THROWS_WITH(fake_quant(x, torch::tensor(-1.0f)), Catch::Contains("amax must be >= 0"));
