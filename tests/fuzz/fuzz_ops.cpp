@@ -257,7 +257,7 @@ int64_t channel_of(const at::Tensor& x, int64_t axis, int64_t i) {
 double reference_fake_quant(double xv, float amax, const Range& r, at::ScalarType dt) {
   float step = amax / r.bound;
   float inv = 1.0f / step;
-  if (!(inv < INFINITY)) step = inv = 0.0f;
+  if (!(amax > 0.0f) || !(inv < INFINITY)) step = inv = 0.0f;  // amax 0 or -0: the channel is zero
   auto clampq = [&](float q) { return q < r.qmin ? r.qmin : (q > r.qmax ? r.qmax : q); };
   if (dt == at::kDouble) {
     const double q = std::nearbyint(xv * static_cast<double>(inv));
