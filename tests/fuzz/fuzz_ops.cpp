@@ -524,9 +524,11 @@ void fuzz_histogram_calibrator(FuzzedDataProvider& p, const Args& a) {
   double seen_max = -1.0;  // max |x| collected; -1: nothing collected
   for (const at::Tensor& b : calib_batches(p, a)) {
     const bool ok = attempt("HistogramCalibrator::collect", [&] { hc->collect(b); });
-    const bool valid = finite_float_nonempty(b);
+    // fp64 values beyond float32's range are refused: the histogram and amax are float32.
+    const bool valid = finite_float_nonempty(b) && b.detach().to(at::kDouble).abs().max().item<double>() <=
+                                                       static_cast<double>(std::numeric_limits<float>::max());
     if (ok && b.numel() > 0) {
-      FUZZ_CHECK(valid, "HistogramCalibrator collected a non-finite or non-float tensor");
+      FUZZ_CHECK(valid, "HistogramCalibrator collected a non-finite, non-float or beyond-float32 tensor");
       seen_max = std::max(seen_max, b.detach().to(at::kDouble).abs().max().item<double>());
     }
     FUZZ_CHECK(ok || !valid, "HistogramCalibrator refused a finite float tensor (max |x| = ",

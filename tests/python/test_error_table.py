@@ -166,6 +166,7 @@ CASES = {
     "E64": lambda t: _collected(calib.HistogramCalibrator()).compute_amax("mse", start_bin=4096),
     "E65": lambda t: calib.HistogramCalibrator().collect(torch.tensor([1.0, float("nan")])),
     "E66": lambda t: calib.HistogramCalibrator().collect(torch.tensor([1.0, float("inf")])),
+    "E111": lambda t: calib.HistogramCalibrator().collect(torch.tensor([1.0, 1e39], dtype=torch.float64)),
     "E67": lambda t: calib.HistogramCalibrator().compute_amax("entropy"),
     "E70": lambda t: torchqat.calibrate(_qmodel(), [X], method="kl", progress=False),
     "E71": lambda t: torchqat.calibrate(_qmodel(), [X], num_batches=0, progress=False),
