@@ -131,6 +131,9 @@ std::optional<at::Tensor> HistogramCalibrator::compute_amax(const AmaxOptions& o
   } else {
     amax = amax_mse(counts, width_, num_bits_, unsigned_, o.start_bin, o.stride);
   }
+  // A bin edge past the data can pass FLT_MAX when the data reaches it; the data does not, so
+  // clamping keeps every value in range (and the float32 conversion from throwing).
+  amax = std::min(amax, static_cast<double>(std::numeric_limits<float>::max()));
   return at::scalar_tensor(amax, at::kFloat).to(hist_.device());
 }
 

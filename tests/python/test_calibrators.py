@@ -250,6 +250,22 @@ def test_data_near_the_float32_minimum_is_counted():
     assert cal._calib_hist.sum().item() == x.numel() + 1
 
 
+def test_data_near_the_float32_maximum_gives_a_float32_amax():
+    """A bin edge past max |x| = 3.4e38 passes FLT_MAX; amax is clamped to it (fuzzer-found: the
+    float32 conversion threw)."""
+    big = torch.finfo(torch.float32).max
+    cal = calib.HistogramCalibrator(8, None, False, num_bins=128)
+    cal.collect(torch.tensor([1.0, 2.0]))
+    cal.collect(torch.tensor([big, -big / 3, 1e30]))
+    for method, kw in (("entropy", {"start_bin": 1}), ("mse", {"start_bin": 1}), ("percentile", {"percentile": 100.0})):
+        amax = cal.compute_amax(method, **kw).item()
+        assert math.isfinite(amax) and 0.0 <= amax <= big
+    # Entropy's last candidate is the top edge, bins x width, past FLT_MAX here: clamped to it.
+    hist, _, width = _state(cal)
+    assert len(hist) * width > big
+    assert cal.compute_amax("entropy", start_bin=len(hist)).item() == big
+
+
 def test_zeros_before_the_range_is_known_count_in_bin_zero():
     cal = calib.HistogramCalibrator(8, None, False)
     cal.collect(torch.zeros(100))
