@@ -4,7 +4,6 @@
 // centres per candidate with the kernels' own arithmetic, candidates in parallel.
 #include "torchqat/calib/amax_search.h"
 
-#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 

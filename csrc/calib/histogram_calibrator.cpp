@@ -73,19 +73,15 @@ void HistogramCalibrator::collect(const at::Tensor& x) {
   const at::Tensor xd = x.detach();
   // The one host read per batch: the batch max. abs_max refuses NaN/Inf (on CUDA when amax
   // checks are on); the read value is checked again so nothing non-finite is ever counted.
-  double vmax = 0.0;
+  float vmax = 0.0f;  // abs_max is float32: fp64 data beyond its range is refused there
   try {
-    vmax = torchqat::abs_max(xd).item<double>();
+    vmax = torchqat::abs_max(xd).item<float>();
   } catch (const c10::ValueError& e) {
     TORCH_CHECK_VALUE(false, "HistogramCalibrator.collect: ", e.what_without_backtrace());
   }
   TORCH_CHECK_VALUE(std::isfinite(vmax), "HistogramCalibrator.collect: x contains ", std::isnan(vmax) ? "NaN" : "Inf",
                     "; a non-finite value would poison the histogram range");
-  // fp64 data can exceed what a float32 amax (and the float32 binning) can represent.
-  TORCH_CHECK_VALUE(vmax <= static_cast<double>(std::numeric_limits<float>::max()),
-                    "HistogramCalibrator.collect: max |x| = ", vmax,
-                    " is beyond the float32 range; amax and the histogram are float32");
-  if (width_ == 0.0 && vmax == 0.0) {  // only zeros so far: the range is not known yet
+  if (width_ == 0.0 && vmax == 0.0f) {  // only zeros so far: the range is not known yet
     pending_zeros_ += xd.numel();
     return;
   }

@@ -205,6 +205,12 @@ struct Args {
   std::optional<int64_t> axis;
 };
 
+// The operands, for an invariant's failure message.
+std::string describe(const Args& a) {
+  return c10::str("x ", a.x, " amax ", a.amax, " bits ", a.num_bits, " unsigned ", a.is_unsigned, " narrow ", a.narrow,
+                  " axis ", a.axis.value_or(-99));
+}
+
 // ---- contract, written from DESIGN.md independently of the kernels ----------------------
 struct Range {
   float bound, qmin, qmax;
@@ -327,9 +333,8 @@ void fuzz_autograd(FuzzedDataProvider& p, const Args& a) {
     const bool representable =
         all_finite(g) && g.to(at::kDouble).abs().sum().item<double>() * std::ldexp(1.0, a.num_bits) < 1e38;
     if (all_finite(a.x) && representable && a.x.scalar_type() != at::kHalf) {
-      FUZZ_CHECK(all_finite(grads[1]), "non-finite LSQ gradient for finite x and grad: x ", a.x, " amax ", a.amax,
-                 " grad ", g, " bits ", a.num_bits, " unsigned ", a.is_unsigned, " narrow ", a.narrow, " axis ",
-                 a.axis.value_or(-99), " -> grad_amax ", grads[1]);
+      FUZZ_CHECK(all_finite(grads[1]), "non-finite LSQ gradient for finite x and grad: ", describe(a),
+                 " grad ", g, " -> grad_amax ", grads[1]);
     }
   }
   if (a.x.numel() == 0) return;
@@ -388,9 +393,8 @@ void fuzz_quantize(FuzzedDataProvider& p, const Args& a, const at::Tensor& y_fak
   }
   FUZZ_CHECK(deq.sizes() == a.x.sizes(), "dequantize shape");
   if (finite_x && a.x.scalar_type() == at::kFloat && y_fake.defined()) {
-    FUZZ_CHECK(at::equal(deq, y_fake.contiguous()), "dequantize(quantize(x)) != fake_quant(x) in fp32: x ", a.x,
-               " amax ", a.amax, " bits ", a.num_bits, " unsigned ", a.is_unsigned, " narrow ", a.narrow, " axis ",
-               a.axis.value_or(-99), " scale ", scale, " q ", q, " deq ", deq, " fake ", y_fake);
+    FUZZ_CHECK(at::equal(deq, y_fake.contiguous()), "dequantize(quantize(x)) != fake_quant(x) in fp32: ", describe(a),
+               " scale ", scale, " q ", q, " deq ", deq, " fake ", y_fake);
   }
 }
 
