@@ -23,6 +23,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdio>
@@ -329,9 +330,11 @@ void fuzz_autograd(FuzzedDataProvider& p, const Args& a) {
     FUZZ_CHECK(grads[1].defined() && grads[1].sizes() == a.amax.sizes(), "grad_amax shape ",
                grads[1].defined() ? grads[1].sizes() : at::IntArrayRef{}, " != amax shape ", a.amax.sizes());
     // |d y/d step| <= 2^num_bits per element, so the LSQ sum is bounded by sum|g| * 2^num_bits;
-    // past float32's range the true gradient overflows and inf is the right answer.
+    // it is accumulated in float32 and returned in amax's dtype: past either range the true
+    // gradient overflows and inf is the right answer.
+    const double grad_max = std::min(1e38, dtype_max(a.amax.scalar_type()));
     const bool representable =
-        all_finite(g) && g.to(at::kDouble).abs().sum().item<double>() * std::ldexp(1.0, a.num_bits) < 1e38;
+        all_finite(g) && g.to(at::kDouble).abs().sum().item<double>() * std::ldexp(1.0, a.num_bits) < grad_max;
     if (all_finite(a.x) && representable && a.x.scalar_type() != at::kHalf) {
       FUZZ_CHECK(all_finite(grads[1]), "non-finite LSQ gradient for finite x and grad: ", describe(a),
                  " grad ", g, " -> grad_amax ", grads[1]);
