@@ -140,6 +140,10 @@ double amax_mse(const std::vector<int64_t>& counts, double width, int64_t num_bi
   check_hist(what, counts, width);
   const int64_t n = static_cast<int64_t>(counts.size());
   check_search(what, num_bits, start_bin, stride, n - 1);
+  // The search quantizes float32 bin centres: past float32's range they would be Inf.
+  const double top_center = (static_cast<double>(n) - 0.5) * width;
+  TORCH_CHECK_VALUE(top_center <= std::numeric_limits<float>::max(), what, ": bin centres reach ", top_center,
+                    " (", n, " bins of width ", width, "), beyond the float32 range the search quantizes in");
   // Empty bins add nothing to any candidate's error: only non-empty bins are quantized.
   std::vector<float> c_nz;
   std::vector<double> w_nz;

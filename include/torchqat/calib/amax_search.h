@@ -25,7 +25,8 @@ double amax_percentile(const std::vector<int64_t>& counts, double width, double 
 
 // For i = start_bin, start_bin + stride, ... < bins: fake-quantize the bin centres (float32,
 // narrow range, torchqat::fake_quant) with amax = centre i and sum count * (q - centre)^2 (in
-// float64: counts are exact); amax = the centre of the FIRST minimum.
+// float64: counts are exact); amax = the centre of the FIRST minimum. Bin centres beyond
+// float32's range are an error.
 double amax_mse(const std::vector<int64_t>& counts, double width, int64_t num_bits, bool is_unsigned,
                 int64_t start_bin = 128, int64_t stride = 1);
 
