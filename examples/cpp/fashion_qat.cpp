@@ -269,13 +269,21 @@ int run(const Args& args) {
   const std::string checkpoint = (fs::path(args.out) / "fashion_qat.pt").string();
   const std::string onnx_path = (fs::path(args.out) / "fashion_qat.onnx").string();
   torch::save(model, checkpoint);
+  // Deployment side: a fresh model of the same layout, never calibrated, takes weights and every
+  // amax from the checkpoint (torch::load would need each quantizer's amax to exist already).
+  auto reloaded = make_model();
+  tqnn::replace_with_quant_modules(reloaded);
+  torchqat::load_checkpoint(*reloaded, checkpoint);
+  const double reloaded_acc = accuracy(reloaded, test, args);
+  TORCH_CHECK(reloaded_acc == qat_acc, "the reloaded checkpoint scores ", reloaded_acc, "%, the model it came from ",
+              qat_acc, "%");
   torchqat::onnx::export_model(
       model, {test.images.slice(0, 0, 1)}, onnx_path,
       torchqat::onnx::ExportOptions().dynamic_batch(true).input_names({"images"}).output_names({"logits"}));
 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::cout << std::fixed << std::setprecision(2) << "test accuracy: float " << float_acc << "%, PTQ (" << args.calib
-            << ") " << ptq_acc << "%, QAT " << qat_acc << "%\n"
+            << ") " << ptq_acc << "%, QAT " << qat_acc << "% (the same after reloading the checkpoint)\n"
             << "wrote " << checkpoint << " and " << onnx_path << " (" << std::setprecision(1) << seconds << " s)\n";
   return 0;
 }

@@ -7,6 +7,7 @@
 #include "torchqat/calib/make_calibrator.h"
 #include "torchqat/calib/max_calibrator.h"
 #include "torchqat/calib/stats.h"
+#include "torchqat/checkpoint.h"
 #include "torchqat/checks.h"
 #include "torchqat/nn/quant_add.h"
 #include "torchqat/nn/quant_concat.h"

@@ -15,6 +15,7 @@
 #include <typeinfo>
 
 #include "torchqat/build_info.h"
+#include "torchqat/checkpoint.h"
 #include "torchqat/calib/amax_search.h"
 #include "torchqat/calib/histogram_calibrator.h"
 #include "torchqat/calib/max_calibrator.h"
@@ -148,6 +149,26 @@ void truncated_checkpoint() {
   torch::load(m, cut);
 }
 
+// A pickled dict of names to tensors, as torch::pickle_save (or Python's torch.save of a dict) writes it.
+std::string pickled(const std::vector<std::pair<std::string, at::Tensor>>& entries) {
+  c10::Dict<std::string, at::Tensor> d;
+  for (const auto& [k, v] : entries) d.insert(k, v);
+  const auto bytes = torch::pickle_save(d);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+// load_checkpoint into a fresh QuantConv2d(3, 4, 3): keys weight, bias, and the amax of its
+// two quantizers, which have none yet (the weight one per channel along axis 0).
+void load_conv(const std::string& bytes) {
+  tqnn::QuantConv2d m(torch::nn::Conv2dOptions(3, 4, 3));
+  std::istringstream in(bytes);
+  torchqat::load_checkpoint(*m, in);
+}
+std::string conv_ckpt(const at::Tensor& input_amax, const at::Tensor& weight_amax = torch::ones({4})) {
+  return pickled({{"weight", torch::ones({4, 3, 3, 3})}, {"bias", torch::zeros({4})},
+                  {"_input_quantizer._amax", input_amax}, {"_weight_quantizer._amax", weight_amax}});
+}
+
 const std::map<std::string, std::function<void()>>& cases() {
   static const std::map<std::string, std::function<void()>> c = {
       {"E01", [] { fq(torch::ones({3}, at::kInt), scalar(1)); }},
@@ -251,6 +272,29 @@ const std::map<std::string, std::function<void()>>& cases() {
       {"E95", [] { tqnn::QuantConcat()->forward(std::vector<at::Tensor>{}); }},
       {"E96", [] { tqnn::QuantLinear(torch::nn::LinearOptions(0, 4)); }},
       {"E109", truncated_checkpoint},
+      {"E112", [] { load_conv(conv_ckpt(scalar(1)).substr(0, 200)); }},
+      {"E113", [] { load_conv(std::string(64, 'x')); }},
+      {"E114",
+       [] {
+         tqnn::QuantConv2d m(torch::nn::Conv2dOptions(3, 4, 3));
+         torchqat::load_checkpoint(*m, std::string("/nonexistent/ckpt.pt"));
+       }},
+      {"E115", [] { load_conv(conv_ckpt(scalar(kNaN))); }},
+      {"E116", [] { load_conv(conv_ckpt(scalar(-1))); }},
+      {"E117", [] { load_conv(pickled({{"weight", torch::ones({4, 3, 1, 1})}, {"bias", torch::zeros({4})}})); }},
+      {"E118", [] { load_conv(conv_ckpt(scalar(1), torch::ones({3}))); }},
+      {"E119", [] { load_conv(conv_ckpt(torch::ones({3}))); }},
+      {"E120", [] { load_conv(pickled({{"_input_quantizer._amax", scalar(1)}})); }},
+      {"E121",
+       [] {
+         load_conv(pickled({{"weight", torch::ones({4, 3, 3, 3})}, {"bias", torch::zeros({4})}, {"extra", scalar(1)}}));
+       }},
+      {"E122",
+       [] {
+         const auto bytes = torch::pickle_save(torch::ones({2}));
+         load_conv(std::string(bytes.begin(), bytes.end()));
+       }},
+      {"E123", [] { load_conv(conv_ckpt(torch::tensor(1))); }},
   };
   return c;
 }

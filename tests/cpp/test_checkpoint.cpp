@@ -1,0 +1,161 @@
+// torchqat::load_checkpoint: loads what torch::save and pickled dicts hold, registers the amax of
+// quantizers that have none, and on any error leaves the module exactly as it was. (The error
+// messages themselves are rows of docs/errors.md, tested in test_error_table.cpp.)
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <sstream>
+
+#include "torchqat/checkpoint.h"
+#include "torchqat/nn/quant_conv.h"
+#include "torchqat/nn/quant_linear.h"
+#include "torchqat/tensor_quantizer.h"
+
+namespace {
+
+namespace tqnn = torchqat::nn;
+using torchqat::QuantDescriptor;
+
+// conv -> relu -> flatten -> linear, quant layers with default descriptors (weights per channel).
+struct NetImpl : torch::nn::Module {
+  NetImpl()
+      : conv(register_module("conv", tqnn::QuantConv2d(torch::nn::Conv2dOptions(3, 4, 3)))),
+        bn(register_module("bn", torch::nn::BatchNorm2d(4))),
+        fc(register_module("fc", tqnn::QuantLinear(torch::nn::LinearOptions(4 * 4 * 4, 5)))) {}
+  at::Tensor forward(const at::Tensor& x) { return fc(torch::relu(bn(conv(x))).flatten(1)); }
+  tqnn::QuantConv2d conv;
+  torch::nn::BatchNorm2d bn;
+  tqnn::QuantLinear fc;
+};
+TORCH_MODULE(Net);
+
+// A net as after calibration and some training: amax everywhere, BN statistics moved.
+Net calibrated_net() {
+  torch::manual_seed(11);
+  Net n;
+  n->train();
+  n->conv->input_quantizer()->set_amax(torch::tensor(2.5f));
+  n->conv->weight_quantizer()->set_amax(n->conv->weight.detach().abs().amax({1, 2, 3}, true));
+  n->fc->input_quantizer()->set_amax(torch::tensor(3.0f));
+  n->fc->weight_quantizer()->set_amax(n->fc->weight.detach().abs().amax({1}, true));
+  n->forward(torch::randn({8, 3, 6, 6}));  // BN running stats
+  n->eval();
+  return n;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> state(torch::nn::Module& m) {
+  std::vector<std::pair<std::string, at::Tensor>> s;
+  for (const auto& p : m.named_parameters()) s.emplace_back(p.key(), p.value().detach().clone());
+  for (const auto& b : m.named_buffers()) s.emplace_back(b.key(), b.value().detach().clone());
+  return s;
+}
+
+bool same_state(torch::nn::Module& m, const std::vector<std::pair<std::string, at::Tensor>>& s) {
+  const auto now = state(m);
+  if (now.size() != s.size()) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (now[i].first != s[i].first || !torch::equal(now[i].second, s[i].second)) return false;
+  }
+  return true;
+}
+
+bool has_amax(const Net& n) {
+  return n->conv->input_quantizer()->has_amax() || n->conv->weight_quantizer()->has_amax() ||
+         n->fc->input_quantizer()->has_amax() || n->fc->weight_quantizer()->has_amax();
+}
+
+}  // namespace
+
+TEST_CASE("load_checkpoint fills a fresh model from torch::save, amax included", "[checkpoint]") {
+  Net a = calibrated_net();
+  const std::string path = "torchqat_test_checkpoint.pt";
+  torch::save(a, path);
+
+  Net b;  // no quantizer has an amax yet: torch::load could not take them
+  REQUIRE_FALSE(has_amax(b));
+  torchqat::load_checkpoint(*b, path);
+  std::remove(path.c_str());
+  b->eval();
+  REQUIRE(same_state(*b, state(*a)));
+  REQUIRE(b->conv->weight_quantizer()->amax().sizes() == at::IntArrayRef({4, 1, 1, 1}));
+  const auto x = torch::randn({2, 3, 6, 6});
+  REQUIRE(torch::equal(b(x), a(x)));
+}
+
+TEST_CASE("load_checkpoint reads a pickled dict; per-channel amax may be [K] or broadcast-shaped", "[checkpoint]") {
+  Net a = calibrated_net();
+  c10::Dict<std::string, at::Tensor> d;
+  for (const auto& [k, v] : state(*a)) d.insert(k, v);
+  d.insert_or_assign("conv._weight_quantizer._amax", a->conv->weight_quantizer()->amax().reshape({4}));
+  const auto bytes = torch::pickle_save(d);
+  std::istringstream in(std::string(bytes.begin(), bytes.end()));
+
+  Net b;
+  torchqat::load_checkpoint(*b, in);
+  b->eval();
+  REQUIRE(b->conv->weight_quantizer()->amax().sizes() == at::IntArrayRef({4}));
+  const auto x = torch::randn({2, 3, 6, 6});
+  REQUIRE(torch::equal(b(x), a(x)));
+}
+
+TEST_CASE("load_checkpoint copies into a model that has amax, and into a learned amax", "[checkpoint]") {
+  Net a = calibrated_net();
+  std::stringstream buf;
+  torch::save(a, buf);
+  Net b = calibrated_net();
+  b->conv->input_quantizer()->set_amax(torch::tensor(0.5f));
+  torchqat::load_checkpoint(*b, buf);
+  REQUIRE(b->conv->input_quantizer()->amax().item<float>() == 2.5f);
+
+  torchqat::TensorQuantizer src(QuantDescriptor().amax(std::vector<float>{1.75f}));
+  torchqat::TensorQuantizer learned(QuantDescriptor().learn_amax(true));
+  std::stringstream one;
+  torch::save(src, one);
+  torchqat::load_checkpoint(*learned, one);
+  REQUIRE(learned->amax().item<float>() == 1.75f);
+  REQUIRE(learned->amax().requires_grad());  // still the learned parameter
+}
+
+TEST_CASE("a bad checkpoint lists every problem and leaves the model unchanged", "[checkpoint][errors]") {
+  Net a = calibrated_net();
+  c10::Dict<std::string, at::Tensor> d;
+  for (const auto& [k, v] : state(*a)) d.insert(k, v);
+  d.insert_or_assign("conv._input_quantizer._amax", torch::tensor(-1.0f));                // bad value
+  d.insert_or_assign("fc._weight_quantizer._amax", torch::ones({3, 1}));                  // 3 for 5 channels
+  d.insert_or_assign("bn.running_var", torch::ones({5}));                                  // wrong shape
+  const auto bytes = torch::pickle_save(d);
+
+  for (Net b : {Net(), calibrated_net()}) {  // without and with amax
+    b->conv->input_quantizer()->set_amax(torch::tensor(0.75f));
+    const auto before = state(*b);
+    const bool had_fc_amax = b->fc->weight_quantizer()->has_amax();
+    std::istringstream in(std::string(bytes.begin(), bytes.end()));
+    try {
+      torchqat::load_checkpoint(*b, in);
+      FAIL("load_checkpoint accepted a bad checkpoint");
+    } catch (const c10::Error& e) {
+      const std::string msg = e.what_without_backtrace();
+      CHECK_THAT(msg, Catch::Contains("the module is unchanged"));
+      CHECK_THAT(msg, Catch::Contains("conv._input_quantizer._amax: amax must be finite and >= 0, got [-1]"));
+      CHECK_THAT(msg, Catch::Contains("fc._weight_quantizer._amax"));
+      CHECK_THAT(msg, Catch::Contains("bn.running_var: shape [5] does not match the model's [4]"));
+    }
+    REQUIRE(same_state(*b, before));
+    REQUIRE(b->fc->weight_quantizer()->has_amax() == had_fc_amax);
+  }
+}
+
+TEST_CASE("strict=false loads what matches and skips missing and unknown keys", "[checkpoint]") {
+  c10::Dict<std::string, at::Tensor> d;
+  d.insert("conv._input_quantizer._amax", torch::tensor(4.0f));
+  d.insert("head.weight", torch::ones({2}));  // a layer this model does not have
+  const auto bytes = torch::pickle_save(d);
+  Net b;
+  const auto weight = b->conv->weight.detach().clone();
+  std::istringstream in(std::string(bytes.begin(), bytes.end()));
+  torchqat::load_checkpoint(*b, in, /*strict=*/false);
+  REQUIRE(b->conv->input_quantizer()->amax().item<float>() == 4.0f);
+  REQUIRE_FALSE(b->fc->input_quantizer()->has_amax());
+  REQUIRE(torch::equal(b->conv->weight, weight));
+}
