@@ -3,7 +3,9 @@
 // was. The rules are those of Python's torchqat.load_state_dict.
 #include "torchqat/checkpoint.h"
 
-#include <torch/serialize.h>
+#include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/read_adapter_interface.h>
+#include <torch/csrc/jit/serialization/import_read.h>
 #include <torch/serialize/input-archive.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include <map>
 #include <vector>
 
+#include "nn/checkpoint_bounds.h"
 #include "torchqat/tensor_quantizer.h"
 
 namespace torchqat {
@@ -23,10 +26,13 @@ namespace {
 using torch::nn::Module;
 using TensorMap = std::map<std::string, at::Tensor>;  // ordered: errors list keys stably
 
-std::string first_line(const char* what) {
-  std::string s(what);
-  const auto end = s.find('\n');
-  return s.substr(0, std::min<size_t>(end, 300));
+// The first line of an exception's message (c10's without its backtrace).
+std::string first_line(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  const std::string s = c10_error ? c10_error->what_without_backtrace() : e.what();
+  const size_t start = s.find_first_not_of(" \n");
+  if (start == std::string::npos) return {};
+  return s.substr(start, std::min<size_t>(s.find('\n', start) - start, 300));
 }
 
 void flatten_archive(torch::serialize::InputArchive& archive, const std::string& prefix, TensorMap& out) {
@@ -43,8 +49,27 @@ void flatten_archive(torch::serialize::InputArchive& archive, const std::string&
   }
 }
 
+// Reads within the bytes only. torch's in-memory readers (behind torch::pickle_load) copy
+// whatever range a zip directory names, so a corrupted one reads past the buffer.
+class BoundedReader final : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit BoundedReader(const std::vector<char>& bytes) : bytes_(bytes) {}
+  size_t size() const override { return bytes_.size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
+    if (pos >= bytes_.size()) return 0;
+    const size_t k = static_cast<size_t>(std::min<uint64_t>(n, bytes_.size() - pos));
+    std::memcpy(buf, bytes_.data() + pos, k);
+    return k;
+  }
+
+ private:
+  const std::vector<char>& bytes_;
+};
+
 TensorMap from_pickled_dict(const std::vector<char>& bytes, const std::string& source) {
-  const c10::IValue v = torch::pickle_load(bytes);
+  caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BoundedReader>(bytes));
+  const c10::IValue v = torch::jit::readArchiveAndTensors("data", "", "", std::nullopt, std::nullopt,
+                                                          at::Device(at::kCPU), reader);
   // Python's OrderedDict state dicts unpickle as None here: torch's C++ unpickler cannot build them.
   TORCH_CHECK(v.isGenericDict(), "torchqat::load_checkpoint: ", source, " holds a ", v.tagKind(),
               ", not a module archive or a dict of tensors; from Python, save torch.save(dict(model.state_dict()), "
@@ -58,26 +83,26 @@ TensorMap from_pickled_dict(const std::vector<char>& bytes, const std::string& s
   return out;
 }
 
-// torch::save's module archive, else a pickled dict; both are zip files.
+// torch::save's module archive, else a pickled dict; both are zip files, checked to be in bounds first.
 TensorMap read_checkpoint(const std::vector<char>& bytes, const std::string& source) {
   static const char kZipMagic[] = {'P', 'K', '\x03', '\x04'};
   TORCH_CHECK(bytes.size() >= 4 && std::memcmp(bytes.data(), kZipMagic, 4) == 0, "torchqat::load_checkpoint: cannot read ",
               source, ": the file is truncated or corrupted (not a zip archive, which torch::save and torch.save write)");
+  detail::check_checkpoint_bounds(bytes, source);
   std::string archive_error;
   try {
     torch::serialize::InputArchive archive;
-    archive.load_from(bytes.data(), bytes.size());
+    archive.load_from(bytes.data(), bytes.size(), at::Device(at::kCPU));  // a bounds-checked reader
     TensorMap out;
     flatten_archive(archive, "", out);
     return out;
-  } catch (const c10::Error& e) {
-    archive_error = first_line(e.what_without_backtrace());
+  } catch (const std::exception& e) {  // a corrupted archive also raises torch::jit's own errors
+    archive_error = first_line(e);
   }
   try {
     return from_pickled_dict(bytes, source);
-  } catch (const c10::Error& e) {
-    const std::string what = e.what_without_backtrace();
-    if (what.rfind("torchqat::", 0) == 0) throw;
+  } catch (const std::exception& e) {
+    if (first_line(e).rfind("torchqat::", 0) == 0) throw;
     C10_THROW_ERROR(Error, c10::str("torchqat::load_checkpoint: cannot read ", source,
                                     ": the file is truncated or corrupted, or was not written by torch::save or "
                                     "torch.save (",

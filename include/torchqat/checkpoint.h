@@ -17,7 +17,8 @@ namespace torchqat {
 // where the module's tensors are.
 //
 // Checked before anything changes: the checkpoint reads (a missing, truncated or corrupted file
-// is an error naming it); every "_amax" is a non-empty float tensor, finite and >= 0; every
+// is an error naming it; its zip entries and pickles are bounds-checked before torch parses them,
+// so corrupted sizes cannot make it allocate without bound); every "_amax" is a non-empty float tensor, finite and >= 0; every
 // tensor has the shape of the module's parameter or buffer; an amax for a quantizer that has
 // none yet has 1 value, or for a per-channel weight quantizer one per channel of the weight
 // along its axis ([K] or shaped to broadcast); with strict, no key of the module is missing and

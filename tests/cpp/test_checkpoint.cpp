@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <random>
 #include <sstream>
 
 #include "torchqat/checkpoint.h"
@@ -158,4 +159,43 @@ TEST_CASE("strict=false loads what matches and skips missing and unknown keys", 
   REQUIRE(b->conv->input_quantizer()->amax().item<float>() == 4.0f);
   REQUIRE_FALSE(b->fc->input_quantizer()->has_amax());
   REQUIRE(torch::equal(b->conv->weight, weight));
+}
+
+TEST_CASE("corrupted checkpoints: an error or a valid model, never a crash or a half-loaded one", "[checkpoint][errors]") {
+  Net a = calibrated_net();
+  std::stringstream buf;
+  torch::save(a, buf);
+  const std::string good = buf.str();
+  std::mt19937 rng(5);
+  int refused = 0;
+  for (int trial = 0; trial < 600; ++trial) {
+    std::string bad = good;
+    if (trial % 3 == 0) {
+      bad.resize(std::uniform_int_distribution<size_t>(0, good.size() - 1)(rng));  // truncated
+    } else {
+      for (int k = 0; k < 1 + trial % 4; ++k) {  // a few bytes overwritten
+        bad[std::uniform_int_distribution<size_t>(0, good.size() - 1)(rng)] = static_cast<char>(rng());
+      }
+    }
+    Net b;
+    const auto before = state(*b);
+    std::istringstream in(bad);
+    try {
+      torchqat::load_checkpoint(*b, in);
+    } catch (const c10::Error& e) {
+      ++refused;
+      INFO("trial " << trial << ": " << e.what_without_backtrace());
+      REQUIRE(same_state(*b, before));
+      REQUIRE_FALSE(has_amax(b));
+      continue;
+    }
+    // Accepted: the corruption hit tensor data only; every amax is still valid.
+    for (const auto& [k, v] : state(*b)) {
+      if (k.size() >= 5 && k.compare(k.size() - 5, 5, "_amax") == 0) {
+        REQUIRE(torch::isfinite(v).all().item<bool>());
+        REQUIRE(v.min().item<float>() >= 0.0f);
+      }
+    }
+  }
+  REQUIRE(refused >= 200);  // every truncation at least
 }
