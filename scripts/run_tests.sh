@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 2: install what is missing, build, run every test (C++, Python, then the C++
-# tests again under ASan + UBSan and the fuzzer for TORCHQAT_FUZZ_SECONDS, default 60).
+# tests again under ASan + UBSan and the fuzzer: scripts/run_sanitizers.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh

@@ -83,11 +83,9 @@ TensorMap from_pickled_dict(const std::vector<char>& bytes, const std::string& s
   return out;
 }
 
-// torch::save's module archive, else a pickled dict; both are zip files, checked to be in bounds first.
+// torch::save's module archive, else a pickled dict; both are zip files, checked to be in bounds
+// first (which also refuses what is not a zip file).
 TensorMap read_checkpoint(const std::vector<char>& bytes, const std::string& source) {
-  static const char kZipMagic[] = {'P', 'K', '\x03', '\x04'};
-  TORCH_CHECK(bytes.size() >= 4 && std::memcmp(bytes.data(), kZipMagic, 4) == 0, "torchqat::load_checkpoint: cannot read ",
-              source, ": the file is truncated or corrupted (not a zip archive, which torch::save and torch.save write)");
   detail::check_checkpoint_bounds(bytes, source);
   std::string archive_error;
   try {

@@ -61,6 +61,20 @@ bool same_state(torch::nn::Module& m, const std::vector<std::pair<std::string, a
   return true;
 }
 
+using TensorDict = c10::Dict<std::string, at::Tensor>;
+
+TensorDict dict_of(torch::nn::Module& m) {
+  TensorDict d;
+  for (const auto& [k, v] : state(m)) d.insert(k, v);
+  return d;
+}
+
+// What torch::pickle_save writes for d, as a readable stream.
+std::istringstream pickled(const TensorDict& d) {
+  const auto bytes = torch::pickle_save(d);
+  return std::istringstream(std::string(bytes.begin(), bytes.end()));
+}
+
 bool has_amax(const Net& n) {
   return n->conv->input_quantizer()->has_amax() || n->conv->weight_quantizer()->has_amax() ||
          n->fc->input_quantizer()->has_amax() || n->fc->weight_quantizer()->has_amax();
@@ -86,11 +100,9 @@ TEST_CASE("load_checkpoint fills a fresh model from torch::save, amax included",
 
 TEST_CASE("load_checkpoint reads a pickled dict; per-channel amax may be [K] or broadcast-shaped", "[checkpoint]") {
   Net a = calibrated_net();
-  c10::Dict<std::string, at::Tensor> d;
-  for (const auto& [k, v] : state(*a)) d.insert(k, v);
+  TensorDict d = dict_of(*a);
   d.insert_or_assign("conv._weight_quantizer._amax", a->conv->weight_quantizer()->amax().reshape({4}));
-  const auto bytes = torch::pickle_save(d);
-  std::istringstream in(std::string(bytes.begin(), bytes.end()));
+  std::istringstream in = pickled(d);
 
   Net b;
   torchqat::load_checkpoint(*b, in);
@@ -120,18 +132,16 @@ TEST_CASE("load_checkpoint copies into a model that has amax, and into a learned
 
 TEST_CASE("a bad checkpoint lists every problem and leaves the model unchanged", "[checkpoint][errors]") {
   Net a = calibrated_net();
-  c10::Dict<std::string, at::Tensor> d;
-  for (const auto& [k, v] : state(*a)) d.insert(k, v);
+  TensorDict d = dict_of(*a);
   d.insert_or_assign("conv._input_quantizer._amax", torch::tensor(-1.0f));                // bad value
   d.insert_or_assign("fc._weight_quantizer._amax", torch::ones({3, 1}));                  // 3 for 5 channels
   d.insert_or_assign("bn.running_var", torch::ones({5}));                                  // wrong shape
-  const auto bytes = torch::pickle_save(d);
 
   for (Net b : {Net(), calibrated_net()}) {  // without and with amax
     b->conv->input_quantizer()->set_amax(torch::tensor(0.75f));
     const auto before = state(*b);
     const bool had_fc_amax = b->fc->weight_quantizer()->has_amax();
-    std::istringstream in(std::string(bytes.begin(), bytes.end()));
+    std::istringstream in = pickled(d);
     try {
       torchqat::load_checkpoint(*b, in);
       FAIL("load_checkpoint accepted a bad checkpoint");
@@ -148,13 +158,12 @@ TEST_CASE("a bad checkpoint lists every problem and leaves the model unchanged",
 }
 
 TEST_CASE("strict=false loads what matches and skips missing and unknown keys", "[checkpoint]") {
-  c10::Dict<std::string, at::Tensor> d;
+  TensorDict d;
   d.insert("conv._input_quantizer._amax", torch::tensor(4.0f));
   d.insert("head.weight", torch::ones({2}));  // a layer this model does not have
-  const auto bytes = torch::pickle_save(d);
   Net b;
   const auto weight = b->conv->weight.detach().clone();
-  std::istringstream in(std::string(bytes.begin(), bytes.end()));
+  std::istringstream in = pickled(d);
   torchqat::load_checkpoint(*b, in, /*strict=*/false);
   REQUIRE(b->conv->input_quantizer()->amax().item<float>() == 4.0f);
   REQUIRE_FALSE(b->fc->input_quantizer()->has_amax());

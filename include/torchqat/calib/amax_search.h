@@ -24,7 +24,7 @@ double amax_entropy(const std::vector<int64_t>& counts, double width, int64_t nu
 double amax_percentile(const std::vector<int64_t>& counts, double width, double percentile);
 
 // For i = start_bin, start_bin + stride, ... < bins: fake-quantize the bin centres (float32,
-// narrow range, torchqat::fake_quant) with amax = centre i and sum count * (q - centre)^2 (in
+// narrow range, the fake_quant kernels' arithmetic) with amax = centre i and sum count * (q - centre)^2 (in
 // float64: counts are exact); amax = the centre of the FIRST minimum. Bin centres beyond
 // float32's range are an error.
 double amax_mse(const std::vector<int64_t>& counts, double width, int64_t num_bits, bool is_unsigned,
