@@ -57,29 +57,25 @@ void fq_cyc(const T* __restrict x, T* __restrict y, int64_t n, const float* __re
   }
 }
 
-// fp64 keeps double precision for the product, as torch's CPU kernel does.
+// fp64 keeps double precision for the product (quant_math.h), as torch's CPU kernel does.
 template <>
 void fq_run<double>(const double* __restrict x, double* __restrict y, int64_t n, Step s, float qmin, float qmax) {
-  for (int64_t i = 0; i < n; ++i) {
-    double q = std::nearbyint(x[i] * static_cast<double>(s.inv));
-    y[i] = static_cast<double>(clampq(static_cast<float>(q), qmin, qmax)) * s.step;
-  }
+  for (int64_t i = 0; i < n; ++i) y[i] = fake_quant_one(x[i], s, qmin, qmax);
 }
 template <>
 void fq_cyc<double>(const double* __restrict x, double* __restrict y, int64_t n, const float* __restrict step,
                     const float* __restrict inv, float qmin, float qmax) {
-  for (int64_t i = 0; i < n; ++i) fq_run<double>(x + i, y + i, 1, Step{step[i], inv[i]}, qmin, qmax);
+  for (int64_t i = 0; i < n; ++i) y[i] = fake_quant_one(x[i], Step{step[i], inv[i]}, qmin, qmax);
 }
 
 template <typename T>
 TORCHQAT_MULTIVERSION
 void bwd_run(const T* __restrict g, const T* __restrict x, T* __restrict gx, float* __restrict ds, int64_t n,
              float amax, Step s, float qmin, float qmax) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float xv = static_cast<float>(x[i]);
-    const float gv = static_cast<float>(g[i]);
-    gx[i] = static_cast<T>((xv <= amax && xv >= -amax) ? gv : 0.0f);
-  }
+  // The incoming gradient passes unchanged (float64 keeps float64); the mask is compared in the
+  // element's compute type.
+  using A = typename Compute<T>::type;
+  for (int64_t i = 0; i < n; ++i) gx[i] = in_range(static_cast<A>(x[i]), amax) ? g[i] : static_cast<T>(0.0f);
   if (ds) {
     for (int64_t i = 0; i < n; ++i) ds[i] = static_cast<float>(g[i]) * dstep_one(static_cast<float>(x[i]), s, qmin, qmax);
   }

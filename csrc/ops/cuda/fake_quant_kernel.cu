@@ -1,6 +1,8 @@
 // CUDA kernels of the fake-quant family. One thread handles VEC consecutive elements with a
-// 16-byte load; the channel of a vector comes from a multiply-shift divider (no integer
-// division per element); launched on the current stream under a device guard.
+// 16-byte load (one element where a pointer is not 16-byte aligned); the channel of a vector
+// comes from a multiply-shift divider (no integer division per element) below 2^31 elements,
+// from 64-bit division above; float64 computes in double like the CPU; launched on the current
+// stream under a device guard.
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/detail/IntegerDivider.cuh>
@@ -14,8 +16,6 @@ namespace torchqat {
 namespace detail {
 namespace {
 
-using Div = at::cuda::detail::IntDivider<uint32_t>;
-
 // How the channel of an element is found: one amax; one channel per vector (inner % VEC == 0);
 // consecutive channels (inner == 1, channels-last); anything else, per element.
 enum Mode { kTensor = 0, kRow = 1, kCyclic = 2, kGeneral = 3 };
@@ -25,85 +25,96 @@ struct alignas(sizeof(T) * VEC) Pack {
   T v[VEC];
 };
 
+// Offsets and dividers in Idx: uint32_t (multiply-shift division) below 2^31 elements, the
+// common case; uint64_t (plain division) above, where CPU and abs_max/histogram already work.
+template <typename Idx>
 struct Geometry {
-  int64_t n;
-  Div inner;     // divides an offset into (row, position in row)
-  Div channels;  // divides a row into (outer, channel)
+  Idx n;
+  at::cuda::detail::IntDivider<Idx> inner;     // divides an offset into (row, position in row)
+  at::cuda::detail::IntDivider<Idx> channels;  // divides a row into (outer, channel)
 };
 
-__device__ __forceinline__ uint32_t channel_of(const Geometry& g, uint32_t o) {
+template <typename Idx>
+__device__ __forceinline__ Idx channel_of(const Geometry<Idx>& g, Idx o) {
   return g.channels.divmod(g.inner.div(o)).mod;
 }
 
 // Calls f(element offset j within the vector, channel) for the VEC elements at offset i.
-template <int MODE, int VEC, typename F>
-__device__ __forceinline__ void for_channels(const Geometry& g, int64_t i, F f) {
+template <int MODE, int VEC, typename Idx, typename F>
+__device__ __forceinline__ void for_channels(const Geometry<Idx>& g, Idx i, F f) {
   if (MODE == kTensor) {
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) f(j, 0u);
+    for (int j = 0; j < VEC; ++j) f(j, Idx{0});
   } else if (MODE == kRow) {
-    const uint32_t c = channel_of(g, static_cast<uint32_t>(i));
+    const Idx c = channel_of(g, i);
 #pragma unroll
     for (int j = 0; j < VEC; ++j) f(j, c);
   } else if (MODE == kCyclic) {
-    uint32_t c = g.channels.divmod(static_cast<uint32_t>(i)).mod;
+    Idx c = g.channels.mod(i);
 #pragma unroll
     for (int j = 0; j < VEC; ++j) {
       f(j, c);
-      c = (c + 1 == g.channels.divisor) ? 0u : c + 1;
+      c = (c + 1 == g.channels.divisor) ? Idx{0} : c + 1;
     }
   } else {
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) f(j, channel_of(g, static_cast<uint32_t>(i + j)));
+    for (int j = 0; j < VEC; ++j) f(j, channel_of(g, static_cast<Idx>(i + j)));
   }
 }
 
-template <typename T, int VEC, int MODE>
-__global__ void fq_kernel(const T* __restrict__ x, T* __restrict__ y, Geometry g, const float* __restrict__ amax,
+template <typename T>
+__device__ __forceinline__ T fq_elem(T x, Step s, const QuantRange& r) {
+  using A = typename Compute<T>::type;
+  return static_cast<T>(fake_quant_one(static_cast<A>(x), s, r.qmin, r.qmax));
+}
+
+template <typename T, int VEC, int MODE, typename Idx>
+__global__ void fq_kernel(const T* __restrict__ x, T* __restrict__ y, Geometry<Idx> g, const float* __restrict__ amax,
                           QuantRange r) {
   const Step s0 = make_step(amax[0], r.bound);
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x * VEC;
-  for (int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * VEC; i < g.n; i += stride) {
+  const Idx stride = static_cast<Idx>(gridDim.x) * blockDim.x * VEC;
+  for (Idx i = (static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x) * VEC; i < g.n; i += stride) {
     if (i + VEC <= g.n) {
       Pack<T, VEC> in = *reinterpret_cast<const Pack<T, VEC>*>(x + i);
       Pack<T, VEC> out;
-      for_channels<MODE, VEC>(g, i, [&](int j, uint32_t c) {
+      for_channels<MODE, VEC>(g, i, [&](int j, Idx c) {
         const Step s = MODE == kTensor ? s0 : make_step(amax[c], r.bound);
-        out.v[j] = static_cast<T>(fake_quant_one(static_cast<float>(in.v[j]), s, r.qmin, r.qmax));
+        out.v[j] = fq_elem(in.v[j], s, r);
       });
       *reinterpret_cast<Pack<T, VEC>*>(y + i) = out;
     } else {
-      for (int64_t k = i; k < g.n; ++k) {
-        const uint32_t c = MODE == kTensor ? 0u : channel_of(g, static_cast<uint32_t>(k));
-        y[k] = static_cast<T>(fake_quant_one(static_cast<float>(x[k]), make_step(amax[c], r.bound), r.qmin, r.qmax));
+      for (Idx k = i; k < g.n; ++k) {
+        const Idx c = MODE == kTensor ? Idx{0} : channel_of(g, k);
+        y[k] = fq_elem(x[k], make_step(amax[c], r.bound), r);
       }
     }
   }
 }
 
+// Same rules as the CPU's bwd_run: the gradient passes unchanged inside the range.
 template <typename T>
 __device__ __forceinline__ void bwd_one(T gv, T xv, float a, Step s, QuantRange r, T& gx, float* ds) {
-  const float xf = static_cast<float>(xv);
-  gx = (xf <= a && xf >= -a) ? gv : static_cast<T>(0.0f);
-  if (ds) *ds = static_cast<float>(gv) * dstep_one(xf, s, r.qmin, r.qmax);
+  using A = typename Compute<T>::type;
+  gx = in_range(static_cast<A>(xv), a) ? gv : static_cast<T>(0.0f);
+  if (ds) *ds = mul_rn(static_cast<float>(gv), dstep_one(static_cast<float>(xv), s, r.qmin, r.qmax));
 }
 
-template <typename T, int VEC, int MODE>
+template <typename T, int VEC, int MODE, typename Idx>
 __global__ void bwd_kernel(const T* __restrict__ g_in, const T* __restrict__ x, T* __restrict__ gx,
-                           float* __restrict__ ds, Geometry g, const float* __restrict__ amax, QuantRange r) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x * VEC;
-  for (int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * VEC; i < g.n; i += stride) {
+                           float* __restrict__ ds, Geometry<Idx> g, const float* __restrict__ amax, QuantRange r) {
+  const Idx stride = static_cast<Idx>(gridDim.x) * blockDim.x * VEC;
+  for (Idx i = (static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x) * VEC; i < g.n; i += stride) {
     if (i + VEC <= g.n) {
       Pack<T, VEC> gv = *reinterpret_cast<const Pack<T, VEC>*>(g_in + i);
       Pack<T, VEC> xv = *reinterpret_cast<const Pack<T, VEC>*>(x + i);
       Pack<T, VEC> out;
-      for_channels<MODE, VEC>(g, i, [&](int j, uint32_t c) {
+      for_channels<MODE, VEC>(g, i, [&](int j, Idx c) {
         bwd_one(gv.v[j], xv.v[j], amax[c], make_step(amax[c], r.bound), r, out.v[j], ds ? ds + i + j : nullptr);
       });
       *reinterpret_cast<Pack<T, VEC>*>(gx + i) = out;
     } else {
-      for (int64_t k = i; k < g.n; ++k) {
-        const uint32_t c = MODE == kTensor ? 0u : channel_of(g, static_cast<uint32_t>(k));
+      for (Idx k = i; k < g.n; ++k) {
+        const Idx c = MODE == kTensor ? Idx{0} : channel_of(g, k);
         bwd_one(g_in[k], x[k], amax[c], make_step(amax[c], r.bound), r, gx[k], ds ? ds + k : nullptr);
       }
     }
@@ -113,24 +124,18 @@ __global__ void bwd_kernel(const T* __restrict__ g_in, const T* __restrict__ x, 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 struct Launch {
-  Geometry g;
   int mode;
   dim3 grid, block;
 };
 
 Launch plan(const Layout& L, int vec) {
-  TORCH_CHECK(L.x.numel() < (int64_t{1} << 31), "torchqat: CUDA fake_quant supports up to 2^31 elements per call, got ",
-              L.x.numel());
   Launch p;
-  p.g.n = L.x.numel();
-  p.g.inner = Div(static_cast<uint32_t>(std::max<int64_t>(L.inner, 1)));
-  p.g.channels = Div(static_cast<uint32_t>(std::max<int64_t>(L.channels, 1)));
   if (L.channels == 1) p.mode = kTensor;
   else if (L.inner == 1) p.mode = kCyclic;
   else if (L.inner % vec == 0) p.mode = kRow;
   else p.mode = kGeneral;
   const int threads = 256;
-  const int64_t work = (p.g.n + vec - 1) / vec;
+  const int64_t work = (L.x.numel() + vec - 1) / vec;
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t blocks = std::min<int64_t>((work + threads - 1) / threads, int64_t{sms} * 16);
   p.grid = dim3(static_cast<unsigned>(std::max<int64_t>(blocks, 1)));
@@ -138,44 +143,60 @@ Launch plan(const Layout& L, int vec) {
   return p;
 }
 
-// Chooses VEC by alignment and MODE by layout, then launches.
-template <typename T, template <typename, int, int> class Body, typename... Args>
+template <typename Idx>
+struct IdxTag {
+  using type = Idx;
+};
+
+template <typename Idx>
+Geometry<Idx> geometry(const Layout& L) {
+  return {static_cast<Idx>(L.x.numel()), at::cuda::detail::IntDivider<Idx>(static_cast<Idx>(std::max<int64_t>(L.inner, 1))),
+          at::cuda::detail::IntDivider<Idx>(static_cast<Idx>(std::max<int64_t>(L.channels, 1)))};
+}
+
+// Chooses the index width by numel, VEC by alignment and MODE by layout, then launches.
+template <typename T, template <typename, int, int, typename> class Body, typename... Args>
 void launch(const Layout& L, bool all_aligned, Args... args) {
   constexpr int kVec = 16 / sizeof(T);
   const int vec = all_aligned ? kVec : 1;
   const Launch p = plan(L, vec);
   auto stream = at::cuda::getCurrentCUDAStream();
-  auto go = [&](auto vec_c, auto mode_c) {
-    Body<T, decltype(vec_c)::value, decltype(mode_c)::value>::run(p.grid, p.block, stream, p.g, args...);
+  auto go = [&](auto vec_c, auto mode_c, auto idx_c) {
+    using Idx = typename decltype(idx_c)::type;
+    Body<T, decltype(vec_c)::value, decltype(mode_c)::value, Idx>::run(p.grid, p.block, stream, geometry<Idx>(L),
+                                                                       args...);
   };
-  using I1 = std::integral_constant<int, 1>;
-  using IV = std::integral_constant<int, kVec>;
-  auto with_mode = [&](auto vec_c) {
+  auto with_mode = [&](auto vec_c, auto idx_c) {
     switch (p.mode) {
-      case kTensor: go(vec_c, std::integral_constant<int, kTensor>()); break;
-      case kRow: go(vec_c, std::integral_constant<int, kRow>()); break;
-      case kCyclic: go(vec_c, std::integral_constant<int, kCyclic>()); break;
-      default: go(vec_c, std::integral_constant<int, kGeneral>()); break;
+      case kTensor: go(vec_c, std::integral_constant<int, kTensor>(), idx_c); break;
+      case kRow: go(vec_c, std::integral_constant<int, kRow>(), idx_c); break;
+      case kCyclic: go(vec_c, std::integral_constant<int, kCyclic>(), idx_c); break;
+      default: go(vec_c, std::integral_constant<int, kGeneral>(), idx_c); break;
     }
   };
-  if (vec == 1) with_mode(I1());
-  else with_mode(IV());
+  auto with_vec = [&](auto idx_c) {
+    if (vec == 1) with_mode(std::integral_constant<int, 1>(), idx_c);
+    else with_mode(std::integral_constant<int, kVec>(), idx_c);
+  };
+  // Below 2^31 every offset, row and channel fits the 32-bit divider (which needs d <= INT32_MAX).
+  if (L.x.numel() < (int64_t{1} << 31)) with_vec(IdxTag<uint32_t>());
+  else with_vec(IdxTag<uint64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename T, int VEC, int MODE>
+template <typename T, int VEC, int MODE, typename Idx>
 struct FwdBody {
-  static void run(dim3 grid, dim3 block, cudaStream_t s, Geometry g, const T* x, T* y, const float* amax,
+  static void run(dim3 grid, dim3 block, cudaStream_t s, Geometry<Idx> g, const T* x, T* y, const float* amax,
                   QuantRange r) {
-    fq_kernel<T, VEC, MODE><<<grid, block, 0, s>>>(x, y, g, amax, r);
+    fq_kernel<T, VEC, MODE, Idx><<<grid, block, 0, s>>>(x, y, g, amax, r);
   }
 };
 
-template <typename T, int VEC, int MODE>
+template <typename T, int VEC, int MODE, typename Idx>
 struct BwdBody {
-  static void run(dim3 grid, dim3 block, cudaStream_t s, Geometry g, const T* gin, const T* x, T* gx, float* ds,
+  static void run(dim3 grid, dim3 block, cudaStream_t s, Geometry<Idx> g, const T* gin, const T* x, T* gx, float* ds,
                   const float* amax, QuantRange r) {
-    bwd_kernel<T, VEC, MODE><<<grid, block, 0, s>>>(gin, x, gx, ds, g, amax, r);
+    bwd_kernel<T, VEC, MODE, Idx><<<grid, block, 0, s>>>(gin, x, gx, ds, g, amax, r);
   }
 };
 
