@@ -15,7 +15,7 @@ from torchqat import calib
 from torchqat.nn import TensorQuantizer
 from torchqat.tensor_quant import QuantDescriptor
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+from conftest import cuda  # noqa: E402  (GPU and a CUDA build)
 
 
 # ----- numpy references (pytorch-quantization 2.2 calib/histogram.py, transcribed) ----------------
@@ -608,38 +608,7 @@ def test_calibrate_weights_percentile_per_channel():
 
 # ----- CUDA against CPU (skipped without a GPU) --------------------------------------------------------
 
-@cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_cuda_histogram_equals_cpu(dtype):
-    x = (torch.randn(1_000_003) * 2).to(dtype)
-    for bins in (2048, 20_000, 200_000):
-        h_cpu = torch.zeros(bins, dtype=torch.long)
-        h_gpu = h_cpu.cuda()
-        torch.ops.torchqat.histogram_abs(x, h_cpu, 8.0 / bins, False)
-        torch.ops.torchqat.histogram_abs(x.cuda(), h_gpu, 8.0 / bins, False)
-        assert torch.equal(h_gpu.cpu(), h_cpu)
-    x[::3] = 0
-    h_cpu = torch.zeros(512, dtype=torch.long)
-    h_gpu = h_cpu.cuda()
-    torch.ops.torchqat.histogram_abs(x[1:], h_cpu, 0.01, True)  # unaligned start
-    torch.ops.torchqat.histogram_abs(x[1:].cuda(), h_gpu, 0.01, True)
-    assert torch.equal(h_gpu.cpu(), h_cpu)
-
-
-@cuda
-@pytest.mark.parametrize("shape,keep,cl", [
-    ((1_000_003,), [], False), ((64, 3, 3, 3), [0], False), ((8, 64, 14, 14), [1], False),
-    ((8, 64, 14, 14), [1], True), ((8, 64, 3, 3), [1], False), ((4, 1000), [1], False),
-    ((3, 8, 33), [0, 2], False), ((5, 4, 3), [0, 1, 2], False), ((4, 300_000), [0], False),
-])
-def test_cuda_abs_max_equals_cpu(shape, keep, cl):
-    x = torch.randn(*shape)
-    if cl:
-        x = x.to(memory_format=torch.channels_last)
-    for dtype in (torch.float32, torch.float16):
-        xd = x.to(dtype)
-        assert torch.equal(torch.ops.torchqat.abs_max(xd.cuda(), keep).cpu(), torch.ops.torchqat.abs_max(xd, keep))
-
+# The kernels themselves (abs_max, histogram_abs) against the CPU: test_calib_cuda.py.
 
 @cuda
 def test_cuda_calibrators_equal_cpu():

@@ -143,6 +143,20 @@ def test_ste_boundary_passes_gradient():
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0]
 
 
+@pytest.mark.parametrize("axis", [None, 1])
+def test_float64_gradient_passes_in_float64(axis):
+    # The STE passes the incoming gradient unchanged: a float64 one keeps its 53-bit digits (it was
+    # rounded to float32 once). Reference: the mask |x| <= amax applied with torch.where.
+    x = torch.randn(4, 6, 5, dtype=torch.float64) * 2
+    x[0, 0, :2] = torch.tensor([1.5, -1.5], dtype=torch.float64)  # exactly on the boundary: passes
+    amax = torch.tensor(1.5, dtype=torch.float64) if axis is None else torch.full((6,), 1.5, dtype=torch.float64)
+    g = torch.randn_like(x) * (1 + 2**-40)
+    xr = x.clone().requires_grad_()
+    ops.fake_quant(xr, amax, 8, False, False, axis).backward(g)
+    assert torch.equal(xr.grad, torch.where(x.abs() <= 1.5, g, torch.zeros_like(g)))
+    assert xr.grad[0, 0, 0] == g[0, 0, 0] and xr.grad.dtype == torch.float64
+
+
 @pytest.mark.parametrize("axis", [None, 0, 2])
 @pytest.mark.parametrize("unsigned,narrow", [(False, False), (False, True), (True, False)])
 def test_lsq_amax_gradient_matches_autograd_reference(axis, unsigned, narrow):
