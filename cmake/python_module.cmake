@@ -11,9 +11,10 @@ add_library(torchqat_python MODULE ${TORCHQAT_PY_SOURCES})
 target_link_libraries(torchqat_python PRIVATE pybind11::headers Python3::Module)
 execute_process(COMMAND ${Python3_EXECUTABLE} -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"
                 OUTPUT_VARIABLE _ext_suffix OUTPUT_STRIP_TRAILING_WHITESPACE)
+# RPATH: $ORIGIN (build tree), $ORIGIN/lib (the installed package's prefix), torch beside it.
 set_target_properties(torchqat_python PROPERTIES OUTPUT_NAME _C PREFIX "" SUFFIX "${_ext_suffix}"
   CXX_VISIBILITY_PRESET hidden
-  INSTALL_RPATH "$ORIGIN;${_torch_lib_dir}" BUILD_WITH_INSTALL_RPATH ON)
+  INSTALL_RPATH "$ORIGIN;$ORIGIN/lib;$ORIGIN/../torch/lib;${_torch_lib_dir}" BUILD_WITH_INSTALL_RPATH ON)
 find_library(TORCH_PYTHON_LIBRARY torch_python PATHS "${TORCH_INSTALL_PREFIX}/lib" REQUIRED)
 target_link_libraries(torchqat_python PRIVATE torchqat ${TORCH_PYTHON_LIBRARY})
 target_include_directories(torchqat_python PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)

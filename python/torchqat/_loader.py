@@ -23,10 +23,30 @@ def _load_from(lib_dir):
     raise ImportError(f"TORCHQAT_LIB_DIR={lib_dir} holds no torchqat _C extension")
 
 
+def torch_series(version):
+    """'2.11' of '2.11.0+cu130': the part of torch's version that fixes its C++ ABI."""
+    return ".".join(version.split("+")[0].split(".")[:2])
+
+
+def check_torch(built_for, running):
+    """Raises ImportError naming both versions when the running torch is not the series built for."""
+    if torch_series(running) != built_for:
+        raise ImportError(
+            f"torchqat was built against torch {built_for}.x but torch {running} is installed; its C++ "
+            f"core needs the same series. Install torch {built_for} (`pip install 'torch=={built_for}.*'`) "
+            f"or rebuild torchqat against this torch (`pip install --no-build-isolation --force-reinstall .`).")
+
+
 def load():
     lib_dir = os.environ.get("TORCHQAT_LIB_DIR")
     if lib_dir:
         return _load_from(lib_dir)
+    try:
+        from ._build_info import TORCH_VERSION as built_for
+    except ImportError:
+        built_for = None  # an in-tree import without a build: the import of _C below says what to do
+    if built_for is not None:
+        check_torch(built_for, torch.__version__)
     try:
         from . import _C
     except ImportError as e:
