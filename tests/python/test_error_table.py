@@ -107,6 +107,15 @@ def _load_with(key, value, model=None):
 
 
 # id -> callable(tmp_path). Each must raise (or warn) as its row says.
+def _int8_constant_graph():
+    from onnx import TensorProto, helper
+    w = helper.make_tensor("w", TensorProto.INT8, [1], [3])
+    s = helper.make_tensor("s", TensorProto.FLOAT, [], [0.1])
+    g = helper.make_graph([helper.make_node("DequantizeLinear", ["w", "s"], ["y"], name="dq")], "g", [],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], [w, s])
+    return helper.make_model(g)
+
+
 CASES = {
     "E01": lambda t: _fq(x=torch.ones(3, dtype=torch.int32)),
     "E02": lambda t: _fq(amax=torch.tensor(1)),
@@ -200,6 +209,12 @@ CASES = {
     "E107": lambda t: _conv().load_state_dict({**_conv().state_dict(), "_input_quantizer._amax": torch.tensor(
         float("nan"))}),
     "E108": lambda t: torchqat.load_state_dict(_conv(), [1]),
+    "E125": lambda t: torchqat.onnx.export_tensorrt_implicit(torchqat.quantize_model(nn.Sequential(nn.Linear(3, 2))),
+                                                             (torch.randn(1, 3),), t / "m.onnx", t / "m.cache"),
+    "E126": lambda t: torchqat.onnx.write_calibration_cache({"a": 0.0}, t / "c.cache"),
+    "E127": lambda t: torchqat.onnx.write_calibration_cache({"a": 1.0}, t / "c.cache", header="two\nlines"),
+    "E128": lambda t: torchqat.onnx.write_calibration_cache({"a: b": 1.0}, t / "c.cache"),
+    "E129": lambda t: torchqat.onnx.strip_qdq(_int8_constant_graph()),
 }
 
 

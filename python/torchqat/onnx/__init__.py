@@ -11,16 +11,19 @@
 - cleanup:  shared scale initializers, merged duplicate Q/DQ pairs
 - switches: enable_onnx_export() and TensorQuantizer.use_fb_fake_quant (pytorch-quantization compatibility)
 - lint:     lint_tensorrt(), TensorRT's explicit-quantization rules on the exported graph
+- implicit: export_tensorrt_implicit(), a Q/DQ-free ONNX + TensorRT calibration cache (implicit INT8)
 """
 from . import symbolic
 from .checks import check_quantizers
 from .cleanup import clean
 from .export import export
+from .implicit import export_tensorrt_implicit, read_calibration_cache, strip_qdq, write_calibration_cache
 from .lint import RULES, Violation, lint_tensorrt
 from .switches import enable_onnx_export
 from .symbolic import ZERO_AMAX_SCALE, register
 
-__all__ = ["export", "lint_tensorrt", "clean", "Violation", "RULES", "enable_onnx_export", "check_quantizers",
+__all__ = ["export", "export_tensorrt_implicit", "strip_qdq", "write_calibration_cache", "read_calibration_cache",
+           "lint_tensorrt", "clean", "Violation", "RULES", "enable_onnx_export", "check_quantizers",
            "register", "ZERO_AMAX_SCALE"]
 
 register()
