@@ -209,6 +209,8 @@ CASES = {
     "E107": lambda t: _conv().load_state_dict({**_conv().state_dict(), "_input_quantizer._amax": torch.tensor(
         float("nan"))}),
     "E108": lambda t: torchqat.load_state_dict(_conv(), [1]),
+    "E130": lambda t: calib.calibrate_auto(_linear_model(), [torch.randn(2, 2)], progress=False, auto_batches=0),
+    "E131": lambda t: calib.compute_amax(_linear_model(), method="auto"),
     "E125": lambda t: torchqat.onnx.export_tensorrt_implicit(torchqat.quantize_model(nn.Sequential(nn.Linear(3, 2))),
                                                              (torch.randn(1, 3),), t / "m.onnx", t / "m.cache"),
     "E126": lambda t: torchqat.onnx.write_calibration_cache({"a": 0.0}, t / "c.cache"),

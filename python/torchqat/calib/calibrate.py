@@ -8,9 +8,9 @@ from . import _distributed
 from .histogram import HistogramCalibrator
 from .max import MaxCalibrator
 
-__all__ = ["calibrate", "collect_stats", "compute_amax"]
+__all__ = ["calibrate", "calibrate_auto", "collect_stats", "compute_amax"]
 
-_METHODS = ("max", "entropy", "percentile", "mse")
+_METHODS = ("max", "entropy", "percentile", "mse", "auto")
 
 
 def _quantizers(model):
@@ -104,6 +104,9 @@ def compute_amax(model, method="max", percentile=99.99, strict=True, **kwargs):
     """Loads every enabled quantizer's amax from its calibrator: histogram calibrators search with
     method ('entropy', 'percentile', 'mse'; percentile and kwargs such as start_bin, stride go to
     the search), max calibrators give their running max."""
+    if method == "auto":
+        raise ValueError("compute_amax: method 'auto' measures each candidate on recorded layer inputs; "
+                         "use calibrate(..., method='auto') or calibrate_auto()")
     for name, q in _quantizers(model):
         cal = q._calibrator_obj
         if cal is None:
@@ -125,14 +128,35 @@ def calibrate(model, data, method="max", num_batches=None, percentile=99.99, pro
     data: an iterable of batches: tensors, (inputs, ...) tuples/lists, or dicts of keyword
     inputs; or pass forward_fn(model, batch) to run a batch yourself. method: 'max' (running
     abs-max, every quantizer) or 'entropy' / 'percentile' / 'mse' (histogram searches for
-    per-tensor quantizers; per-channel ones use max). num_batches: stop after that many.
+    per-tensor quantizers; per-channel ones use max), or 'auto' (per activation quantizer, the one
+    of those whose amax costs its layer's output least: calibrate_auto). num_batches: stop after that many.
     strict: a quantizer that saw no data is an error (False: left as it was).
     sync: merge statistics across torch.distributed ranks (default: when it is initialised
     with several processes; then every rank must call calibrate with its own shard of the
     data, and all end with the amax one process would get from all the data).
     kwargs (start_bin, stride) go to the histogram search.
     """
+    if method == "auto":
+        calibrate_auto(model, data, num_batches=num_batches, progress=progress, forward_fn=forward_fn, strict=strict,
+                       sync=sync, **kwargs)
+        return model
     collect_stats(model, data, method=method, num_batches=num_batches, progress=progress, forward_fn=forward_fn,
                   sync=sync)
     compute_amax(model, method=method, percentile=percentile, strict=strict, **kwargs)
     return model
+
+
+def calibrate_auto(model, data, num_batches=None, progress=True, forward_fn=None, *, strict=True, sync=None,
+                   auto_batches=2):
+    """calibrate(method="auto"), returning the per-quantizer choices (an AutoReport; printed to stderr
+    when progress is on). The rule is torchqat.calib.auto's: for each activation quantizer, the amax
+    among max / percentile 99.9, 99.99, 99.999 / mse / entropy of its histogram that gives the least
+    output error of the layer holding it, measured on the inputs of the first auto_batches batches."""
+    from ..nn import TensorQuantizer
+    from .auto import InputRecorder, choose_amax
+    recorder = InputRecorder(model, TensorQuantizer, batches=auto_batches)
+    with recorder:
+        collect_stats(model, data, method="auto", num_batches=num_batches, progress=progress, forward_fn=forward_fn,
+                      sync=sync)
+    sync = _distributed.active() if sync is None else bool(sync) and _distributed.active()
+    return choose_amax(model, recorder, list(_quantizers(model)), strict=strict, progress=progress, sync=sync)

@@ -25,11 +25,12 @@ def format_table(rows, title=None):
     return "\n".join(lines)
 
 
-def save_plot(path, amax_by_method, accuracies, fp32_acc, title="torchqat on Fashion-MNIST"):
+def save_plot(path, amax_by_method, accuracies, fp32_acc, title="torchqat on Fashion-MNIST", annotations=None):
     """Writes a PNG: activation amax per layer for each calibration method, and the accuracy bars.
 
     amax_by_method: {method: [(quantizer name, amax), ...]} (same names in each, model order).
     accuracies: [(label, accuracy %)].
+    annotations: {method: [text per point]} written next to that method's points (auto's choices).
     """
     import matplotlib
     matplotlib.use("Agg", force=True)
@@ -41,6 +42,9 @@ def save_plot(path, amax_by_method, accuracies, fp32_acc, title="torchqat on Fas
         if names is None:
             names = [n for n, _ in entries]
         ax1.plot(range(len(entries)), [a for _, a in entries], marker="o", ms=4, lw=1.2, label=method)
+        for i, text in enumerate((annotations or {}).get(method, [])):
+            ax1.annotate(text, (i, entries[i][1]), textcoords="offset points", xytext=(0, 6), ha="center",
+                         fontsize=6, rotation=90)
     if names:
         ax1.set_xticks(range(len(names)))
         ax1.set_xticklabels([_short(n) for n in names], rotation=70, ha="right", fontsize=7)

@@ -4,6 +4,7 @@ QDQ ONNX -> ONNX Runtime, then one table and one figure.
     python -m torchqat.demo [--epochs 4] [--qat-epochs 1] [--device auto|cpu|cuda] [--out DIR] ...
 """
 import argparse
+import collections
 import copy
 import json
 import os
@@ -176,6 +177,12 @@ def main(argv=None):
         amax_by_method[method] = _input_amax(qmodel)
         _log(f"PTQ int8 {method}: {ptq[method]:.2f}%")
     best = max(PTQ_METHODS, key=lambda m: ptq[m])  # first of equals wins
+    # auto: per quantizer, the method whose amax costs its layer's output least (its own collection).
+    auto_report = tq_calib.calibrate_auto(qmodel, calib_data(), num_batches=args.calib_batches, progress=show)
+    ptq_auto = evaluate(qmodel, "eval PTQ auto")
+    amax_by_method["auto"] = _input_amax(qmodel)
+    auto_choices = {c.quantizer: c.method for c in auto_report}
+    _log(f"PTQ int8 auto: {ptq_auto:.2f}%")
     timings["ptq"] = time.perf_counter() - t
 
     # 3. QAT, 8 bits, from the best calibration ---------------------------------------------------------
@@ -218,6 +225,9 @@ def main(argv=None):
         note = {"max": "max calibration", "entropy": "histogram, KL divergence", "percentile": "histogram, 99.99%",
                 "mse": "histogram, min MSE"}[m] + (" (best)" if m == best else "")
         rows.append((f"PTQ int8 {m}", f"{ptq[m]:.2f} %", d(ptq[m]), note))
+    kept = collections.Counter(auto_choices.values())
+    rows.append(("PTQ int8 auto", f"{ptq_auto:.2f} %", d(ptq_auto),
+                 "per quantizer: " + ", ".join(f"{n} {m}" for m, n in kept.most_common())))
     rows.append((f"QAT int8", f"{qat_acc:.2f} %", d(qat_acc), f"{args.qat_epochs} epoch(s) from {best}, SGD 1e-3 cosine"))
     rows.append(("ONNX Runtime int8", f"{ort_acc:.2f} %", d(ort_acc),
                  f"QDQ ONNX of the QAT model, {ort_acc - qat_acc:+.2f} vs PyTorch fake quant"))
@@ -235,10 +245,12 @@ def main(argv=None):
     print(table, flush=True)
 
     plot_path = os.path.join(args.out, "torchqat_demo.png")
-    accs = [("FP32", fp32_acc)] + [(f"PTQ int8 {m}", ptq[m]) for m in PTQ_METHODS] + [
+    accs = [("FP32", fp32_acc)] + [(f"PTQ int8 {m}", ptq[m]) for m in PTQ_METHODS] + [("PTQ int8 auto", ptq_auto)] + [
         ("QAT int8", qat_acc), ("ORT int8", ort_acc), ("PTQ w4a8", w4_ptq), ("QAT w4a8", w4_qat)]
-    report.save_plot(plot_path, amax_by_method, accs, fp32_acc)
-    results = {"fp32": fp32_acc, "ptq": ptq, "best_ptq_method": best, "qat": qat_acc, "ort_int8": ort_acc,
+    report.save_plot(plot_path, amax_by_method, accs, fp32_acc,
+                     annotations={"auto": [auto_choices.get(n, "") for n, _ in amax_by_method["auto"]]})
+    results = {"fp32": fp32_acc, "ptq": ptq, "best_ptq_method": best, "ptq_auto": ptq_auto,
+               "auto_choices": auto_choices, "qat": qat_acc, "ort_int8": ort_acc,
                "w4a8_ptq": w4_ptq, "w4a8_qat": w4_qat, "onnx_bytes": onnx_bytes, "latency_ms_torch_fp32": lat_torch,
                "latency_ms_ort_int8": lat_ort, "latency_batch": eval_bs, "device": str(device),
                "checkpoint": ckpt_path, "onnx": onnx_path, "plot": plot_path, "seconds": total,
