@@ -24,6 +24,7 @@ set_cuda_amax_checks = _C.set_cuda_amax_checks
 
 # Insertion, placement, BN folding and QAT tools (issue 4).
 from . import quant_modules  # noqa: E402
+from .quant_modules import initialize, deactivate  # noqa: E402,F401  (pytorch_quantization.initialize)
 from .quantize_model import quantize_model  # noqa: E402
 from . import placement  # noqa: E402
 from .placement import share_scales  # noqa: E402,F401
@@ -34,3 +35,5 @@ from . import tools  # noqa: E402
 from . import onnx  # noqa: E402
 from .onnx import enable_onnx_export  # noqa: E402,F401
 from .checkpoint import load_state_dict  # noqa: E402,F401
+# pytorch-quantization's packages: utils (reduce_amax, quant_logging), optim.helper, cuda_ext.
+from . import utils, optim, cuda_ext  # noqa: E402,F401

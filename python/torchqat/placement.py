@@ -38,7 +38,7 @@ import torch.fx as fx
 from torch import nn
 from torch.nn import functional as F
 
-from .nn.modules._utils import QuantInputMixin
+from .nn.modules._utils import QuantInputMixin, QuantMixin
 from .nn.modules.quant_add import QuantAdd, QuantConcat
 from .nn.modules.tensor_quantizer import TensorQuantizer
 
@@ -114,7 +114,7 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m, module_qualified_name):
         if module_qualified_name in self._leaf_names or (self._leaf_types and isinstance(m, self._leaf_types)):
             return True
-        if isinstance(m, (TensorQuantizer, QuantInputMixin)):
+        if isinstance(m, (TensorQuantizer, QuantInputMixin, QuantMixin)):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
@@ -224,7 +224,8 @@ def _sites(graph, modules):
             for x in (xs if isinstance(xs, (list, tuple)) else [xs]):
                 if isinstance(x, fx.Node):
                     sites.append(_Site(n.target, "_input_quantizer", x, order))
-        elif isinstance(m, QuantInputMixin) and isinstance(getattr(m, "_input_quantizer", None), TensorQuantizer):
+        elif isinstance(m, (QuantInputMixin, QuantMixin)) and isinstance(getattr(m, "_input_quantizer", None),
+                                                             TensorQuantizer):
             x = _arg(n, 0, "input")
             if isinstance(x, fx.Node):
                 sites.append(_Site(n.target, "_input_quantizer", x, order))

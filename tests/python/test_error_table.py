@@ -217,6 +217,15 @@ CASES = {
     "E127": lambda t: torchqat.onnx.write_calibration_cache({"a": 1.0}, t / "c.cache", header="two\nlines"),
     "E128": lambda t: torchqat.onnx.write_calibration_cache({"a: b": 1.0}, t / "c.cache"),
     "E129": lambda t: torchqat.onnx.strip_qdq(_int8_constant_graph()),
+    "E130": lambda t: torchqat.utils.reduce_amax(torch.zeros(2, 3), axis=(0, 1, 1)),
+    "E131": lambda t: torchqat.utils.reduce_amax(torch.zeros(2, 3), axis=2),
+    "E132": lambda t: torchqat.utils.reduce_amax([1.0]),
+    "E133": lambda t: torchqat.utils.reduce_amax(torch.zeros(2, 3), axis=(1.0,)),
+    "E134": lambda t: torchqat.optim.helper.group_parameters(_linear_model(), ["weight"]),
+    "E135": lambda t: torchqat.optim.helper.group_parameters(_linear_model(), [["weight"], ["bias"]], lrs=[0.1]),
+    "E136": lambda t: torchqat.cuda_ext.fake_tensor_quant(torch.zeros(2), 1.0),
+    "E137": lambda t: torch.onnx.export(nn.Sequential(qnn.QuantLinear(2, 2)).eval(), (torch.ones(1, 2),),
+                                        io.BytesIO(), opset_version=13, dynamo=False),
 }
 
 

@@ -23,7 +23,8 @@ def input_quantizer_readers(model):
     """{fx node: [quantizer objects reading it]}, found independently of torchqat.placement."""
     class T(fx.Tracer):
         def is_leaf_module(self, m, name):
-            return isinstance(m, (quant_nn.TensorQuantizer, quant_nn.QuantInputMixin)) or super().is_leaf_module(m, name)
+            return isinstance(m, (quant_nn.TensorQuantizer, quant_nn.QuantInputMixin, quant_nn.QuantMixin)) or \
+                super().is_leaf_module(m, name)
 
     graph = T().trace(model)
     mods = dict(model.named_modules())

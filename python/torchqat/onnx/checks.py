@@ -26,8 +26,9 @@ def exported_quantizers(model):
 
 def check_quantizers(model):
     """Raises ValueError/RuntimeError for the first quantizer that cannot become a TensorRT Q/DQ pair:
-    no amax (uncalibrated), num_bits != 8, amax NaN/Inf/negative, real (non-fake) quantization,
-    an amax over more than one axis. A zero amax is fine (see symbolic.ZERO_AMAX_SCALE)."""
+    num_bits != 8, amax NaN/Inf/negative, real (non-fake) quantization,
+    an amax over more than one axis. A zero amax is fine (see symbolic.ZERO_AMAX_SCALE). A quantizer without
+    amax (dynamic mode) exports with scales from the example input, with one warning per export."""
     for path, q in exported_quantizers(model):
         if not q._fake_quant:
             raise ValueError(f"{path} uses real quantization (fake_quant=False); only fake-quant quantizers export "
@@ -37,7 +38,7 @@ def check_quantizers(model):
                              "use 8 bits for export")
         amax = q.amax
         if amax is None:
-            raise ValueError(f"{path} has no amax; calibrate first (torchqat.calibrate), or disable it")
+            continue  # dynamic: its scale is traced from the example input (nn/modules/_dynamic.py)
         a = amax.detach().float()
         if q._scale_amax is not None:
             a = a * q._scale_amax

@@ -13,8 +13,9 @@
   [-128, 127]; only values below -amax differ, see DESIGN.md);
 - fp16/bf16 inputs are cast to fp32 around the pair (opset 13 Q/DQ is fp32 only).
 
-`torchqat::abs_max` only appears when a quantizer has no amax (dynamic mode); its symbolic
-raises, since TensorRT needs constant scales.
+`torchqat::abs_max` is not in an exported quantizer's graph: a dynamic quantizer's amax is traced
+as a constant (nn/modules/_dynamic.py). Called directly in a model's forward it has no ONNX form
+(TensorRT needs constant scales), and its symbolic raises.
 """
 import torch
 
@@ -129,9 +130,9 @@ def fake_quant_symbolic(g, x, amax, num_bits, unsigned, narrow_range, axis):
 
 
 def abs_max_symbolic(g, x, keep_dims):
-    """A dynamic (uncalibrated) quantizer: not exportable, TensorRT needs constant scales."""
-    raise ValueError(f"torchqat ONNX export: {_where(g)} has no amax; calibrate first (torchqat.calibrate), "
-                     "or disable it (it then exports as float)")
+    """torchqat.abs_max called in a forward: not exportable, TensorRT needs constant scales."""
+    raise ValueError(f"torchqat ONNX export: torchqat.abs_max in {_where(g)} has no ONNX form (TensorRT needs "
+                     "constant scales); quantizers without amax export their example-input amax instead")
 
 
 def register():

@@ -2,7 +2,10 @@
 
 `QuantMixin` (input + weight quantizer) and `QuantInputMixin` (input quantizer only) hold the
 class-level default descriptors; `pop_quant_desc_in_kwargs` picks the descriptors a constructor
-was given. The helpers at the bottom are shared by the Quant* modules (axis checks, copying a
+was given. As in pytorch-quantization the two mixins are unrelated classes: client code such as
+NVIDIA's YOLOv7 `transfer_torch_to_quantization` asks `isinstance(m, QuantInputMixin)` to tell
+pooling (input only) from conv/linear (input + weight). `init_quantizer` works on an object made
+with `cls.__new__(cls)` whose `vars()` were copied from a float module. The helpers at the bottom are shared by the Quant* modules (axis checks, copying a
 float module's constructor arguments).
 """
 import copy
@@ -43,10 +46,14 @@ class QuantInputMixin:
         return self._input_quantizer
 
 
-class QuantMixin(QuantInputMixin):
-    """A module with an input quantizer and a weight quantizer."""
+class QuantMixin:
+    """A module with an input quantizer and a weight quantizer (not a QuantInputMixin)."""
 
+    default_quant_desc_input = QUANT_DESC_8BIT_PER_TENSOR
     default_quant_desc_weight = QUANT_DESC_8BIT_PER_TENSOR
+
+    # The same classmethod object, so it sets the default of the class it is called on.
+    set_default_quant_desc_input = QuantInputMixin.__dict__["set_default_quant_desc_input"]
 
     @classmethod
     def set_default_quant_desc_weight(cls, value):
@@ -67,8 +74,17 @@ class QuantMixin(QuantInputMixin):
         self._weight_quantizer = TensorQuantizer(quant_desc_weight)
 
     @property
+    def input_quantizer(self):
+        return self._input_quantizer
+
+    @property
     def weight_quantizer(self):
         return self._weight_quantizer
+
+
+def is_quant_module(module):
+    """True for a module with pytorch-quantization's quantizer attributes (either mixin)."""
+    return isinstance(module, (QuantInputMixin, QuantMixin))
 
 
 def pop_quant_desc_in_kwargs(quant_cls, input_only=False, **kwargs):

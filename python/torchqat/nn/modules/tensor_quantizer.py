@@ -12,6 +12,7 @@ from torch import nn
 
 from ... import ops
 from ...tensor_quant import QuantDescriptor
+from ._dynamic import dynamic_amax
 
 __all__ = ["TensorQuantizer"]
 
@@ -217,7 +218,7 @@ class TensorQuantizer(nn.Module):
             amax = self._amax
         else:
             keep = () if self._axis is None else tuple(a % inputs.dim() for a in self._axis)
-            amax = ops.abs_max(inputs.detach(), keep)
+            amax = dynamic_amax(inputs, keep)  # the batch's abs-max (a constant under ONNX export)
         if self._scale_amax is not None:
             amax = amax * self._scale_amax
         return amax

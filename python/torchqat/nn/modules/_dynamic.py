@@ -1,0 +1,43 @@
+"""The amax of a dynamic (uncalibrated) quantizer, in eager mode and under ONNX export.
+
+Eagerly it is the batch's abs-max (torchqat.abs_max). While torch's TorchScript exporter traces
+the model, it is computed with tracing paused, so the exported graph holds it as a constant: the
+Q/DQ scales come from the example input, as pytorch-quantization's dynamic quantizers export.
+NVIDIA's YOLOv7 recipe relies on this: it exports before calibrating, to pair quantizers by graph.
+Each such export warns once that its scales are not calibrated.
+"""
+import warnings
+
+import torch
+
+from ... import ops
+
+__all__ = ["dynamic_amax", "UNCALIBRATED_EXPORT_WARNING"]
+
+UNCALIBRATED_EXPORT_WARNING = ("torchqat: exporting quantizers that have no amax (not calibrated): their Q/DQ "
+                               "scales are taken from the example input. Calibrate before exporting a model "
+                               "for deployment.")
+
+# The tracing state of the last export that warned: one warning per export, not one per quantizer.
+_warned_for = [None]
+
+
+def _warn_once(state):
+    if _warned_for[0] is state:
+        return
+    _warned_for[0] = state
+    warnings.warn(UNCALIBRATED_EXPORT_WARNING, UserWarning, stacklevel=4)
+
+
+def dynamic_amax(inputs, keep_dims):
+    """abs-max of `inputs` over the dims not in keep_dims; a trace constant while tracing."""
+    state = torch._C._get_tracing_state()
+    if state is None:
+        return ops.abs_max(inputs.detach(), keep_dims)
+    _warn_once(state)
+    torch._C._set_tracing_state(None)
+    try:
+        # Not traced: the tracer records the result as a constant where the quantizer uses it.
+        return ops.abs_max(inputs.detach(), keep_dims)
+    finally:
+        torch._C._set_tracing_state(state)
