@@ -19,7 +19,14 @@ struct ReduceLayout {
   std::vector<int64_t> out_strides;  // element strides into out; 0 = reduced
 };
 
-// Checks x and keep_dims (errors name the argument and value) and builds the layout.
+// Checks x and keep_dims (errors name the argument and value); returns which dims are kept.
+// Reads sizes as SymInts: the Meta kernel calls it too.
+std::vector<bool> check_reduce(const char* op, const at::Tensor& x, at::IntArrayRef keep_dims);
+
+// abs_max's output shape: x's sizes on kept dims and 1 elsewhere, or 0-d when none is kept.
+std::vector<c10::SymInt> reduce_shape(const at::Tensor& x, const std::vector<bool>& keep);
+
+// check_reduce, then the layout the kernels walk.
 ReduceLayout reduce_layout(const char* op, const at::Tensor& x, at::IntArrayRef keep_dims);
 
 // Fills L.out with max |x| per kept index. NaN and Inf are not skipped: the kernels take the max

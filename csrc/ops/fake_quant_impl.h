@@ -11,6 +11,12 @@ namespace detail {
 using FwdKernel = void (*)(const KernelArgs&, at::Tensor&);
 using BwdKernel = void (*)(const KernelArgs&, const at::Tensor&, at::Tensor&, at::Tensor&);
 
+// fake_quant_backward's own check (beyond check_layout's): grad has x's shape.
+inline void check_grad_shape(const char* op, const at::Tensor& grad, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(grad.sym_sizes() == x.sym_sizes(), op, ": grad of shape ", grad.sym_sizes(),
+                    " does not match x of shape ", x.sym_sizes());
+}
+
 template <FwdKernel K>
 at::Tensor fake_quant_impl(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits, bool is_unsigned,
                            bool narrow_range, std::optional<int64_t> axis) {
@@ -30,8 +36,7 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_backward_impl(const at::Tensor& gr
   const char* op = "torchqat.fake_quant_backward";
   const QuantRange r = quant_range(op, num_bits, is_unsigned, narrow_range);
   const Layout L = resolve_layout(op, x, amax, axis, /*check_values=*/false);
-  TORCH_CHECK_VALUE(grad.sizes() == x.sizes(), op, ": grad of shape ", grad.sizes(), " does not match x of shape ",
-                    x.sizes());
+  check_grad_shape(op, grad, x);
   at::Tensor g = grad;
   if (g.scalar_type() != L.x.scalar_type() || g.strides() != L.x.strides() || g.device() != L.x.device()) {
     g = at::empty_like(L.x).copy_(grad);

@@ -39,22 +39,22 @@ void check_amax_values(const char* op, const at::Tensor& amax) {
 
 // Axis the amax belongs to when the caller gave none: the one dimension of a
 // broadcast-shaped amax (pytorch-quantization stores weight amax as [K,1,1,1]) that is not 1.
+// Sizes are read as SymInts throughout, so the Meta kernels (symbolic shapes) share these checks.
 static int64_t infer_axis(const char* op, const at::Tensor& x, const at::Tensor& amax) {
-  TORCH_CHECK_VALUE(amax.dim() == x.dim(), op, ": amax of shape ", amax.sizes(),
+  TORCH_CHECK_VALUE(amax.dim() == x.dim(), op, ": amax of shape ", amax.sym_sizes(),
                     " has several elements but no axis was given; pass axis, or shape amax to broadcast against x of shape ",
-                    x.sizes());
+                    x.sym_sizes());
   int64_t found = -1;
   for (int64_t d = 0; d < amax.dim(); ++d) {
-    if (amax.size(d) == 1) continue;
-    TORCH_CHECK_VALUE(found < 0, op, ": amax of shape ", amax.sizes(),
+    if (amax.sym_size(d) == 1) continue;
+    TORCH_CHECK_VALUE(found < 0, op, ": amax of shape ", amax.sym_sizes(),
                       " varies along more than one axis; only per-tensor or one-axis amax is supported");
     found = d;
   }
   return found;
 }
 
-Layout resolve_layout(const char* op, const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis,
-                      bool check_values) {
+int64_t check_layout(const char* op, const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis) {
   TORCH_CHECK(x.defined(), op, ": x is undefined");
   TORCH_CHECK(amax.defined(), op, ": amax is undefined (the quantizer has no amax: calibrate it or set it)");
   TORCH_CHECK_TYPE(is_supported_float(x.scalar_type()), op,
@@ -64,34 +64,42 @@ Layout resolve_layout(const char* op, const at::Tensor& x, const at::Tensor& ama
   TORCH_CHECK_VALUE(x.device() == amax.device(), op, ": x is on ", x.device(), " but amax is on ", amax.device(),
                     "; move amax to x's device");
 
-  Layout L;
-  L.axis = -1;
+  int64_t resolved = -1;
   if (axis.has_value()) {
     const int64_t a = *axis;
     TORCH_CHECK_VALUE(a >= -x.dim() && a < x.dim() && x.dim() > 0, op, ": axis ", a,
                       " is out of range for x with ", x.dim(), " dimensions");
-    L.axis = a < 0 ? a + x.dim() : a;
+    resolved = a < 0 ? a + x.dim() : a;
   }
-  if (amax.numel() == 1) {
-    L.axis = -1;  // one amax for everything, whatever the axis
-  } else if (L.axis < 0) {
-    L.axis = infer_axis(op, x, amax);
+  if (amax.sym_numel() == 1) {
+    resolved = -1;  // one amax for everything, whatever the axis
+  } else if (resolved < 0) {
+    resolved = infer_axis(op, x, amax);
   } else {
-    const int64_t k = x.size(L.axis);
-    bool ok = amax.numel() == k;
+    const c10::SymInt k = x.sym_size(resolved);
+    bool ok = amax.sym_numel() == k;
     if (ok && amax.dim() > 1) {
-      ok = amax.dim() == x.dim() && amax.size(L.axis) == k;
+      ok = amax.dim() == x.dim() && amax.sym_size(resolved) == k;
     }
-    TORCH_CHECK_VALUE(ok, op, ": amax of shape ", amax.sizes(), " does not match x of shape ", x.sizes(),
-                      " along axis ", L.axis, " (expected ", k, " values)");
+    TORCH_CHECK_VALUE(ok, op, ": amax of shape ", amax.sym_sizes(), " does not match x of shape ", x.sym_sizes(),
+                      " along axis ", resolved, " (expected ", k, " values)");
   }
-  if (L.axis >= 0) {
-    TORCH_CHECK_VALUE(amax.numel() == x.size(L.axis), op, ": amax of shape ", amax.sizes(),
-                      " does not match x of shape ", x.sizes(), " along axis ", L.axis);
+  if (resolved >= 0) {
+    TORCH_CHECK_VALUE(amax.sym_numel() == x.sym_size(resolved), op, ": amax of shape ", amax.sym_sizes(),
+                      " does not match x of shape ", x.sym_sizes(), " along axis ", resolved);
   }
+  return resolved;
+}
+
+at::Tensor dense(const at::Tensor& x) { return x.is_non_overlapping_and_dense() ? x : x.contiguous(); }
+
+Layout resolve_layout(const char* op, const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis,
+                      bool check_values) {
+  Layout L;
+  L.axis = check_layout(op, x, amax, axis);
   if (check_values) check_amax_values(op, amax);
 
-  L.x = x.is_non_overlapping_and_dense() ? x : x.contiguous();
+  L.x = dense(x);
   L.amax = amax.detach().reshape({-1}).to(at::kFloat).contiguous();
   L.channels = L.axis < 0 ? 1 : L.x.size(L.axis);
   L.inner = L.axis < 0 ? 1 : L.x.stride(L.axis);

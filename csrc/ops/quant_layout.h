@@ -25,13 +25,26 @@ struct Layout {
   int64_t inner;       // memory stride of the channel axis (1 for per tensor)
 };
 
-// Checks x's dtype, amax's shape against axis, devices, and amax's values.
+// Checks x's dtype, amax's shape against axis and devices (not amax's values); returns the
+// channel axis of x (-1 per tensor). Reads sizes as SymInts: the Meta kernels call it too.
+int64_t check_layout(const char* op, const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis);
+
+// x itself when dense in memory (any strides), else a contiguous copy: the layout kernels walk.
+at::Tensor dense(const at::Tensor& x);
+
+// check_layout, then amax's values, then the layout the kernels walk.
 // check_values=false skips the value check (backward: forward already checked them).
 Layout resolve_layout(const char* op, const at::Tensor& x, const at::Tensor& amax,
                       std::optional<int64_t> axis, bool check_values = true);
 
 // Checks that every amax is >= 0 and finite (on CUDA only while amax checks are on).
 void check_amax_values(const char* op, const at::Tensor& amax);
+
+// quantize's integer dtype: int8/uint8 up to 8 bits, int16/int32 (unsigned) above.
+at::ScalarType quant_int_type(int64_t num_bits, bool is_unsigned);
+
+// dequantize's check of its input: an integer (not bool) tensor.
+void check_quantized_input(const char* op, const at::Tensor& q);
 
 // The shape amax gradients and per-channel scales take: amax's own shape.
 at::Tensor reshape_like_amax(const at::Tensor& per_channel, const at::Tensor& amax_arg);

@@ -8,12 +8,18 @@
 
 namespace torchqat {
 namespace detail {
-namespace {
 
-at::ScalarType int_type(int64_t num_bits, bool is_unsigned) {
+at::ScalarType quant_int_type(int64_t num_bits, bool is_unsigned) {
   if (num_bits <= 8) return is_unsigned ? at::kByte : at::kChar;
   return is_unsigned ? at::kInt : at::kShort;
 }
+
+void check_quantized_input(const char* op, const at::Tensor& q) {
+  TORCH_CHECK_TYPE(!at::isFloatingType(q.scalar_type()) && q.scalar_type() != at::kBool, op,
+                   ": q must be an integer tensor, got ", q.scalar_type());
+}
+
+namespace {
 
 // Shape that broadcasts a [channels] vector against x along axis.
 std::vector<int64_t> channel_shape(int64_t dim, int64_t axis, int64_t channels) {
@@ -34,7 +40,7 @@ std::tuple<at::Tensor, at::Tensor> quantize(const at::Tensor& x, const at::Tenso
   step = step.masked_fill(zero, 1.0f);
   const auto shape = channel_shape(x.dim(), L.axis, L.channels);
   const at::Tensor xf = L.x.to(at::kFloat);
-  at::Tensor q = at::clamp(at::round(xf * inv.reshape(shape)), r.qmin, r.qmax).to(int_type(num_bits, is_unsigned));
+  at::Tensor q = at::clamp(at::round(xf * inv.reshape(shape)), r.qmin, r.qmax).to(quant_int_type(num_bits, is_unsigned));
   if (x.dim() == 0) q = q.reshape({});
   // float32 whatever amax's dtype: a bf16/fp16 scale would round the step fake_quant uses.
   return {q, step.reshape(amax.sizes())};
@@ -43,8 +49,7 @@ std::tuple<at::Tensor, at::Tensor> quantize(const at::Tensor& x, const at::Tenso
 at::Tensor dequantize(const at::Tensor& q, const at::Tensor& scale, std::optional<int64_t> axis,
                       std::optional<at::ScalarType> dtype) {
   const char* op = "torchqat.dequantize";
-  TORCH_CHECK_TYPE(!at::isFloatingType(q.scalar_type()) && q.scalar_type() != at::kBool, op,
-                   ": q must be an integer tensor, got ", q.scalar_type());
+  check_quantized_input(op, q);
   const Layout L = resolve_layout(op, q.to(at::kFloat), scale, axis);
   const auto shape = channel_shape(q.dim(), L.axis, L.channels);
   at::Tensor y = L.x * L.amax.reshape(shape);

@@ -18,18 +18,31 @@ bool supported_float(at::ScalarType t) {
 }
 }  // namespace
 
-ReduceLayout reduce_layout(const char* op, const at::Tensor& x, at::IntArrayRef keep_dims) {
+std::vector<bool> check_reduce(const char* op, const at::Tensor& x, at::IntArrayRef keep_dims) {
   TORCH_CHECK_VALUE(x.defined(), op, ": x is undefined");
   TORCH_CHECK_TYPE(supported_float(x.scalar_type()), op,
                    ": x must be float32, float16, bfloat16 or float64, got ", x.scalar_type());
-  TORCH_CHECK_VALUE(x.numel() > 0, op, ": x is empty (shape ", x.sizes(), "); there is no amax to take");
+  TORCH_CHECK_VALUE(x.sym_numel() > 0, op, ": x is empty (shape ", x.sym_sizes(), "); there is no amax to take");
   const int64_t nd = x.dim();
   std::vector<bool> keep(static_cast<size_t>(nd), false);
   for (int64_t d : keep_dims) {
     TORCH_CHECK_VALUE(d >= -nd && d < nd, op, ": keep_dims entry ", d, " is out of range for x with ", nd,
-                      " dimensions (shape ", x.sizes(), ")");
+                      " dimensions (shape ", x.sym_sizes(), ")");
     keep[static_cast<size_t>(d < 0 ? d + nd : d)] = true;
   }
+  return keep;
+}
+
+std::vector<c10::SymInt> reduce_shape(const at::Tensor& x, const std::vector<bool>& keep) {
+  std::vector<c10::SymInt> shape;
+  if (std::none_of(keep.begin(), keep.end(), [](bool k) { return k; })) return shape;
+  for (int64_t d = 0; d < x.dim(); ++d) shape.push_back(keep[static_cast<size_t>(d)] ? x.sym_size(d) : c10::SymInt(1));
+  return shape;
+}
+
+ReduceLayout reduce_layout(const char* op, const at::Tensor& x, at::IntArrayRef keep_dims) {
+  const std::vector<bool> keep = check_reduce(op, x, keep_dims);
+  const int64_t nd = x.dim();
   const bool any_kept = std::any_of(keep.begin(), keep.end(), [](bool k) { return k; });
 
   ReduceLayout L;
