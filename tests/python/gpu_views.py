@@ -5,7 +5,7 @@ import torch
 def on_gpu(x, offset=0, device="cuda"):
     """x's values on `device`, with x's strides, `offset` elements into a fresh allocation: a view
     with a storage offset, so offset 1 starts off the 16-byte boundary (x.cuda() never does)."""
-    assert x.is_non_overlapping_and_dense()
+    assert x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
     buf = torch.empty(x.numel() + offset, dtype=x.dtype, device=device)
     v = buf[offset:].as_strided(x.shape, x.stride())
     v.copy_(x)
