@@ -226,6 +226,8 @@ CASES = {
     "E156": lambda t: torchqat.cuda_ext.fake_tensor_quant(torch.zeros(2), 1.0),
     "E157": lambda t: torch.onnx.export(nn.Sequential(qnn.QuantLinear(2, 2)).eval(), (torch.ones(1, 2),),
                                         io.BytesIO(), opset_version=13, dynamo=False),
+    "E170": lambda t: torchqat.onnx.export(nn.Sequential(qnn.QuantLinear(2, 2)).eval(), (torch.ones(1, 2),),
+                                           io.BytesIO(), dynamo=True),
 }
 
 

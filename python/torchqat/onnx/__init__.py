@@ -6,6 +6,7 @@
     violations = torchqat.onnx.lint_tensorrt("model.onnx")
 
 - symbolic: torchqat::fake_quant -> QuantizeLinear/DequantizeLinear (registered on `import torchqat`)
+- translations: the same for torch.onnx's default (dynamo) exporter, via onnxscript (registered too)
 - checks:   the quantizer checks run before export (uncalibrated, num_bits, bad amax)
 - export:   export(), on torch's TorchScript exporter
 - cleanup:  shared scale initializers, merged duplicate Q/DQ pairs
@@ -13,7 +14,7 @@
 - lint:     lint_tensorrt(), TensorRT's explicit-quantization rules on the exported graph
 - implicit: export_tensorrt_implicit(), a Q/DQ-free ONNX + TensorRT calibration cache (implicit INT8)
 """
-from . import symbolic
+from . import symbolic, translations
 from .checks import check_quantizers
 from .cleanup import clean
 from .export import export
@@ -27,3 +28,4 @@ __all__ = ["export", "export_tensorrt_implicit", "strip_qdq", "write_calibration
            "register", "ZERO_AMAX_SCALE"]
 
 register()
+translations.register()

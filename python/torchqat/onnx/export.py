@@ -7,7 +7,7 @@ import warnings
 import torch
 from torch.utils import _pytree
 
-from . import checks, cleanup, symbolic
+from . import checks, cleanup, symbolic, translations
 
 __all__ = ["export"]
 
@@ -24,13 +24,15 @@ def _to_float(args):
 
 
 def export(model, args, f, opset_version=13, input_names=None, output_names=None, dynamic_axes=None,
-           *, clean=True, **kwargs):
+           *, clean=True, dynamo=False, **kwargs):
     """Exports a quantized model as QDQ ONNX for TensorRT; returns the onnx.ModelProto (None without onnx).
 
     model, args, f, input_names, output_names, dynamic_axes and the other keyword arguments are
-    those of torch.onnx.export; this runs its TorchScript exporter (dynamo=False: the torch.export
-    based one does not handle custom fake-quant ops) with constant folding, so scales and weights
-    are initializers. Every enabled quantizer becomes QuantizeLinear -> DequantizeLinear (int8
+    those of torch.onnx.export. dynamo=False (the default) runs its TorchScript exporter with
+    constant folding, so scales and weights are initializers; dynamo=True runs the torch.export
+    based exporter (torch's own default) with torchqat's onnxscript translations; it builds opset 18
+    and keeps it (with torch's warning) where onnx cannot convert down to opset_version, which for
+    13 is always (no Div-14/Shape-15 down-adapters). Both give the same Q/DQ nodes. Every enabled quantizer becomes QuantizeLinear -> DequantizeLinear (int8
     zero point 0, uint8 when unsigned; fp32 scale = amax / bound; per-channel `axis` for weights);
     disabled quantizers emit nothing.
 
@@ -46,12 +48,15 @@ def export(model, args, f, opset_version=13, input_names=None, output_names=None
             or opset_version < symbolic.MIN_OPSET:
         raise ValueError(f"torchqat.onnx.export: opset_version must be an int >= {symbolic.MIN_OPSET} "
                          f"(per-channel Q/DQ needs opset 13), got {opset_version!r}")
-    if kwargs.pop("dynamo", False):
-        raise ValueError("torchqat.onnx.export uses torch's TorchScript exporter (dynamo=False); the dynamo "
-                         "exporter cannot export torchqat's fake-quant ops")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"torchqat.onnx.export: model must be an nn.Module, got {type(model).__name__}")
     checks.check_quantizers(model)
+    if dynamo:
+        # torch.export keeps a dynamic quantizer's abs_max in the graph (no trace constant as in TorchScript).
+        dynamic = [path for path, q in checks.exported_quantizers(model) if q.amax is None]
+        if dynamic:
+            raise ValueError(f"torchqat.onnx.export(dynamo=True): {dynamic[0]} has no amax; calibrate first "
+                             "(torchqat.calibrate), or export with dynamo=False (scales from the example input)")
     symbolic.register()
 
     if not isinstance(args, tuple):
@@ -59,7 +64,8 @@ def export(model, args, f, opset_version=13, input_names=None, output_names=None
     if _has_low_precision(model):
         model = copy.deepcopy(model).float()  # the user's model keeps its dtype
         args = _to_float(args)
-    kwargs.setdefault("do_constant_folding", True)
+    if not dynamo:
+        kwargs.setdefault("do_constant_folding", True)
 
     training = [(m, m.training) for m in model.modules()]
     buffer = io.BytesIO()
@@ -68,12 +74,19 @@ def export(model, args, f, opset_version=13, input_names=None, output_names=None
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
             warnings.filterwarnings("ignore", message=r".*dynamo=False.*")
-            torch.onnx.export(model, args, buffer, opset_version=opset_version, input_names=input_names,
-                              output_names=output_names, dynamic_axes=dynamic_axes, dynamo=False, **kwargs)
+            if dynamo:
+                translations.register()
+                program = torch.onnx.export(model, args, None, opset_version=opset_version,
+                                            input_names=input_names, output_names=output_names,
+                                            dynamic_axes=dynamic_axes, dynamo=True, verbose=False, **kwargs)
+                data = program.model_proto.SerializeToString()
+            else:
+                torch.onnx.export(model, args, buffer, opset_version=opset_version, input_names=input_names,
+                                  output_names=output_names, dynamic_axes=dynamic_axes, dynamo=False, **kwargs)
+                data = buffer.getvalue()
     finally:
         for m, mode in training:
             m.training = mode
-    data = buffer.getvalue()
 
     proto = None
     try:

@@ -6,8 +6,8 @@
 In torchqat neither changes what a quantizer computes: the symbolics that turn torchqat's
 fake_quant op into QuantizeLinear/DequantizeLinear are registered on `import torchqat`, so a
 plain `torch.onnx.export(model, x, f, opset_version=13, dynamo=False)` gives the same Q/DQ model
-with or without them. (torch >= 2.9 defaults to the dynamo exporter, which cannot export custom
-fake-quant ops: pass dynamo=False, or use torchqat.onnx.export.)
+with or without them; so does torch's default dynamo exporter (dynamo=True), through the onnxscript
+translations in translations.py.
 """
 from ..nn.modules.tensor_quantizer import TensorQuantizer
 from . import symbolic

@@ -62,31 +62,36 @@ def _const(g, value):
     return g.op("Constant", value_t=value)
 
 
-def _channel_axis(g, x, amax, axis):
-    """(axis of x the amax belongs to, number of channels), or (None, 1) for a per-tensor amax."""
-    sizes = _sh._get_tensor_sizes(amax)
+def channel_axis(sizes, rank, axis, where):
+    """(axis of x the amax belongs to, number of channels), or (None, 1) for a per-tensor amax.
+
+    sizes: amax's shape (ints, or None where unknown); rank: x's rank (or None); axis: the op's
+    axis argument; where: the quantizer's name for errors. Shared by both ONNX exporters."""
     if sizes is None or any(s is None for s in sizes):
-        raise ValueError(f"torchqat ONNX export: the shape of the amax of {_where(g)} is unknown; "
+        raise ValueError(f"torchqat ONNX export: the shape of the amax of {where} is unknown; "
                          "export a model whose quantizers have a calibrated amax")
     numel = 1
     for s in sizes:
         numel *= s
     if numel == 1:
         return None, 1
-    rank = _sh._get_tensor_rank(x)
     if len(sizes) == 1:
         if axis is None:
-            raise ValueError(f"torchqat ONNX export: {_where(g)} has a 1-d amax of {numel} elements but no axis")
+            raise ValueError(f"torchqat ONNX export: {where} has a 1-d amax of {numel} elements but no axis")
         return (axis % rank if rank else axis), numel
     big = [i for i, s in enumerate(sizes) if s > 1]
     if len(big) != 1:
-        raise ValueError(f"torchqat ONNX export: {_where(g)} has an amax of shape {list(sizes)}; ONNX Q/DQ "
+        raise ValueError(f"torchqat ONNX export: {where} has an amax of shape {list(sizes)}; ONNX Q/DQ "
                          "supports one quantization axis only")
     inferred = big[0] + ((rank - len(sizes)) if rank is not None else 0)
     if axis is not None and rank is not None and axis % rank != inferred:
-        raise ValueError(f"torchqat ONNX export: {_where(g)}: axis {axis} does not match the amax of shape "
+        raise ValueError(f"torchqat ONNX export: {where}: axis {axis} does not match the amax of shape "
                          f"{list(sizes)}")
     return inferred, numel
+
+
+def _channel_axis(g, x, amax, axis):
+    return channel_axis(_sh._get_tensor_sizes(amax), _sh._get_tensor_rank(x), axis, _where(g))
 
 
 def fake_quant_symbolic(g, x, amax, num_bits, unsigned, narrow_range, axis):
