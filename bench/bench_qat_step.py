@@ -3,9 +3,13 @@ quantized with torch's own fake-quant ops; ms per step and the ratio to the floa
 
     TORCHQAT_LIB_DIR=build PYTHONPATH=python python bench/bench_qat_step.py [--device cuda] [--arch resnet50]
         [--batch 64] [--size 224] [--bf16 | --no-bf16] [--channels-last | --no-channels-last] [--steps N]
+        [--compile | --no-compile]
 
 Defaults per device: CUDA ResNet-50, batch 64, 224x224, bf16 autocast, channels_last;
 CPU ResNet-18, batch 8, 112x112, fp32, contiguous (small enough for a 2-core machine).
+--compile (default on CUDA; on CPU opt-in, inductor takes minutes per model on 2 cores) adds the
+float and torchqat models under torch.compile(fullgraph=True), the whole step's forward and backward
+compiled (the optimizer step stays eager); the first (warm-up) step pays the compilation.
 A step: zero_grad, forward, cross-entropy, backward, SGD (momentum 0.9) update, on one fixed random batch.
 Variants, all from the same float weights:
   float         the model as built
@@ -17,6 +21,7 @@ Variants, all from the same float weights:
                 model's calibrated amax / 127: the same quantization on torch's kernels
   torchqat, no amax check  (CUDA only) torchqat under torchqat.set_cuda_amax_checks(False); by default
                 its forward checks every amax on the host, one device sync per quantizer call
+  float, compiled / torchqat, compiled  (--compile) the float and torchqat models under torch.compile
 Pooling stays float in both quantized variants. torchvision's model is used when torchvision imports
 (a build matching this torch); otherwise bench/_resnet.py, the same architecture and layer names.
 """
@@ -30,8 +35,8 @@ from torch.nn import functional as F
 import torchqat
 from _common import devices, header, measure, num, print_table
 
-DEFAULTS = {"cuda": dict(arch="resnet50", batch=64, size=224, bf16=True, channels_last=True),
-            "cpu": dict(arch="resnet18", batch=8, size=112, bf16=False, channels_last=False)}
+DEFAULTS = {"cuda": dict(arch="resnet50", batch=64, size=224, bf16=True, channels_last=True, compile=True),
+            "cpu": dict(arch="resnet18", batch=8, size=112, bf16=False, channels_last=False, compile=False)}
 
 
 class TorchFakeQuant(nn.Module):
@@ -124,6 +129,10 @@ def bench_device(device, cfg, steps, warmup):
     variants = [("float", model, model), ("torchqat", tq, tq), ("torch native", native, native)]
     if device.type == "cuda":
         variants.append(("torchqat, no amax check", tq, _no_amax_check(tq)))
+    if cfg.get("compile"):
+        torch._dynamo.reset()
+        variants += [("float, compiled", model, torch.compile(model, fullgraph=True)),
+                     ("torchqat, compiled", tq, torch.compile(tq, fullgraph=True))]
     nq = sum(isinstance(m, torchqat.nn.TensorQuantizer) for m in tq.modules())
     config = (f"{cfg['arch']} ({source}, {nq} quantizers), bs {cfg['batch']}, {cfg['size']}x{cfg['size']}, "
               f"{'bf16 autocast' if cfg['bf16'] else 'fp32'}{', channels_last' if cfg['channels_last'] else ''}")
@@ -142,6 +151,8 @@ def main():
     p.add_argument("--size", type=int, help="image height and width")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, help="bf16 autocast")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="add torch.compile(fullgraph=True) variants (default: on CUDA only)")
     p.add_argument("--steps", type=int, help="timed steps (default CPU 3, CUDA 20)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default CPU 1, CUDA 5)")
     args = p.parse_args()
