@@ -11,8 +11,8 @@ Rows (per device: CPU, and CUDA when available):
   collect     HistogramCalibrator.collect: abs-max, growth check (one host read), histogram
   abs_max     torchqat.abs_max per tensor and per channel vs torch.amax / x.abs().amax
 GB/s is bytes of x / time (a copy also writes them: its GB/s counts the read side only).
-Then the amax searches on a 2048-bin histogram (CPU, one quantizer), and torchqat.calibrate
-on a ResNet-18-sized model (CPU).
+Then the amax searches on a 2048-bin histogram (one quantizer; with --device cuda the counts are on
+the GPU), and torchqat.calibrate on a ResNet-18-sized model (CPU).
 """
 import argparse
 import statistics
@@ -84,14 +84,14 @@ def bench_device(device, numel, repeat):
     return rows
 
 
-def bench_searches(repeat):
+def bench_searches(repeat, device=torch.device("cpu")):
     rows = []
     cal = calib.HistogramCalibrator(8, None, False)
-    cal.collect(torch.randn(1 << 20))
+    cal.collect(torch.randn(1 << 20, device=device))  # the counts stay on device; the search reads them
     bins = cal._calib_hist.numel()
     for method, kw in [("entropy", {}), ("mse", {}), ("percentile", {"percentile": 99.99})]:
-        s = _timeit(lambda: cal.compute_amax(method, **kw), torch.device("cpu"), repeat)
-        rows.append(("cpu", f"compute_amax {method}", f"{bins} bins, one quantizer", s * 1e3, None, None))
+        s = _timeit(lambda: cal.compute_amax(method, **kw), device, repeat)
+        rows.append((str(device), f"compute_amax {method}", f"{bins} bins, one quantizer", s * 1e3, None, None))
     return rows
 
 
@@ -153,15 +153,20 @@ def main():
     p.add_argument("--no-model", action="store_true", help="skip the ResNet-18 calibrate() timing")
     p.add_argument("--model-batches", type=int, default=2)
     p.add_argument("--model-batch-size", type=int, default=8)
+    p.add_argument("--device", choices=["cpu", "cuda"],
+                   help="one device (default: CPU, and CUDA when present; the model timing is CPU only)")
     args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available")
 
     print(f"torch {torch.__version__}, torchqat {torchqat.__version__}, CPU threads {torch.get_num_threads()}, "
           f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
-    rows = bench_device(torch.device("cpu"), args.numel, args.repeat)
-    if torch.cuda.is_available():
+    cpu, gpu = args.device in (None, "cpu"), args.device == "cuda" or (args.device is None and torch.cuda.is_available())
+    rows = bench_device(torch.device("cpu"), args.numel, args.repeat) if cpu else []
+    if gpu:
         rows += bench_device(torch.device("cuda"), args.numel * 8, args.repeat * 5)
-    rows += bench_searches(args.repeat)
-    if not args.no_model:
+    rows += bench_searches(args.repeat, torch.device("cuda" if args.device == "cuda" else "cpu"))
+    if not args.no_model and cpu:
         rows += bench_model(args.model_batches, args.model_batch_size)
 
     head = f"{'device':<7}{'what':<22}{'implementation':<50}{'ms':>10}{'GB/s':>9}{'vs copy':>9}"

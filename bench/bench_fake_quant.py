@@ -130,10 +130,13 @@ def main():
     p.add_argument("--repeat", type=int, default=10,
                    help="timed calls per row (CPU: the best of them; CUDA: the median of twice as many)")
     p.add_argument("--act", help="fp32 activation shape N,C,H,W (default CPU 32,64,56,56; CUDA 64,256,56,56)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="one device (default: CPU, and CUDA when present)")
     args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available")
     print(header())
     fq_rows, amax_rows = [], []
-    for device in devices():
+    for device in [torch.device(args.device)] if args.device else devices():
         shape = tuple(int(v) for v in args.act.split(",")) if args.act else (
             (64, 256, 56, 56) if device.type == "cuda" else (32, 64, 56, 56))
         repeat = args.repeat * (2 if device.type == "cuda" else 1)
