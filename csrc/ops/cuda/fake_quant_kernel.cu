@@ -9,6 +9,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <type_traits>
+
 #include "ops/fake_quant_impl.h"
 #include "ops/quant_math.h"
 
@@ -167,11 +169,18 @@ void launch(const Layout& L, bool all_aligned, Args... args) {
                                                                        args...);
   };
   auto with_mode = [&](auto vec_c, auto idx_c) {
-    switch (p.mode) {
-      case kTensor: go(vec_c, std::integral_constant<int, kTensor>(), idx_c); break;
-      case kRow: go(vec_c, std::integral_constant<int, kRow>(), idx_c); break;
-      case kCyclic: go(vec_c, std::integral_constant<int, kCyclic>(), idx_c); break;
-      default: go(vec_c, std::integral_constant<int, kGeneral>(), idx_c); break;
+    // Past 2^31 elements (rare) only two modes are built: per tensor, and the per-element channel
+    // that serves every layout. Each kernel costs compile time for every architecture.
+    if constexpr (std::is_same_v<typename decltype(idx_c)::type, uint64_t>) {
+      if (p.mode == kTensor) go(vec_c, std::integral_constant<int, kTensor>(), idx_c);
+      else go(vec_c, std::integral_constant<int, kGeneral>(), idx_c);
+    } else {
+      switch (p.mode) {
+        case kTensor: go(vec_c, std::integral_constant<int, kTensor>(), idx_c); break;
+        case kRow: go(vec_c, std::integral_constant<int, kRow>(), idx_c); break;
+        case kCyclic: go(vec_c, std::integral_constant<int, kCyclic>(), idx_c); break;
+        default: go(vec_c, std::integral_constant<int, kGeneral>(), idx_c); break;
+      }
     }
   };
   auto with_vec = [&](auto idx_c) {
