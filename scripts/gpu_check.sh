@@ -16,6 +16,9 @@ results="$out_dir/gpu_check_results.txt"
 : > "$results"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 export TORCHQAT_USE_CUDA=ON  # a build that silently drops the kernels would test nothing
+# nvcc compiles a file's architectures one after another unless told otherwise: in parallel, the
+# .cu files stop being the build's long pole (read at the first configure of a build folder).
+export CUDAFLAGS="${CUDAFLAGS:---threads=0}"
 failed=()
 
 log() { echo "$*" | tee -a "$results"; }
