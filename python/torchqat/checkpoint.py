@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
+from .nn.modules.quant_weights import quant_weights
 from .nn.modules.tensor_quantizer import TensorQuantizer
 
 __all__ = ["load_state_dict"]
@@ -53,25 +54,30 @@ def _read(path):
 
 
 def _new_amax_slots(model):
-    """{key: (quantizer, parent module)} for quantizers without `_amax`: their amax key is not in
-    model.state_dict() yet, but loading registers it."""
-    slots, parents = {}, {}
+    """{key: (quantizer, parent module, weight it quantizes or None)} for quantizers without `_amax`:
+    their amax key is not in model.state_dict() yet, but loading registers it."""
+    slots, parents, weights = {}, {}, {}
     for name, mod in model.named_modules(remove_duplicate=False):
         for child_name, child in mod.named_children():
             parents.setdefault(id(child), mod)
+        for qpath, w, q, _axis in quant_weights(mod):
+            weights.setdefault(id(q), w)
+    for name, mod in model.named_modules(remove_duplicate=False):
         if isinstance(mod, TensorQuantizer) and not hasattr(mod, "_amax"):
-            slots[f"{name}._amax" if name else "_amax"] = (mod, parents.get(id(mod)))
+            parent = parents.get(id(mod))
+            if isinstance(parent, torch.nn.ModuleList):  # an RNN's per-layer lists: the layer owns the weights
+                parent = parents.get(id(parent), parent)
+            slots[f"{name}._amax" if name else "_amax"] = (mod, parent, weights.get(id(mod)))
     return slots
 
 
-def _check_new_amax(key, value, quantizer, parent):
+def _check_new_amax(key, value, quantizer, weight):
     """Shape rule for an amax the quantizer does not have yet; an error string or None."""
     n = value.numel()
     axis = quantizer.axis
     if axis is None:
         return None if n == 1 else f"{key}: a per-tensor quantizer takes 1 amax value, got shape {tuple(value.shape)}"
-    weight = getattr(parent, "weight", None)
-    if not (key.endswith("_weight_quantizer._amax") and torch.is_tensor(weight)):
+    if not torch.is_tensor(weight):
         return None  # an input quantizer: the input's shape is not known here
     dims = [a % weight.dim() for a in axis]
     k = 1
@@ -114,8 +120,8 @@ def _validate(model, state_dict, strict):
                 errors.append(f"{key}: shape {tuple(value.shape)} does not match the model's "
                               f"{tuple(expected[key].shape)}")
         elif key in slots:
-            quantizer, parent = slots[key]
-            err = _check_new_amax(key, value, quantizer, parent)
+            quantizer, parent, weight = slots[key]
+            err = _check_new_amax(key, value, quantizer, weight)
             if err:
                 errors.append(err)
             else:

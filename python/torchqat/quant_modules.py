@@ -9,8 +9,7 @@ The patch is global (every nn.Conv2d(...) made while it is active, in any librar
 quantized); torchqat.quantize_model(model, config) is the non-global alternative.
 
 Like pytorch-quantization's map, the default map has no MaxPool (YOLO QAT recipes leave MaxPool
-float and share the scales around it instead) and no InstanceNorm. pytorch-quantization's
-LSTM/LSTMCell entries are absent: torchqat has no quantized RNNs.
+float and share the scales around it instead) and no InstanceNorm; it has LSTM and LSTMCell.
 """
 import inspect
 from collections import namedtuple
@@ -18,7 +17,7 @@ from collections import namedtuple
 import torch
 from torch import nn
 
-from .nn.modules import quant_conv, quant_linear, quant_pooling
+from .nn.modules import quant_conv, quant_linear, quant_pooling, quant_rnn
 
 # enable_onnx_export is reachable here too (see __getattr__ below), as in pytorch-quantization.
 __all__ = ["initialize", "deactivate", "QuantModuleReplacementHelper"]
@@ -33,6 +32,8 @@ _DEFAULT_QUANT_MAP = [
     _quant_entry(torch.nn, "ConvTranspose2d", quant_conv.QuantConvTranspose2d),
     _quant_entry(torch.nn, "ConvTranspose3d", quant_conv.QuantConvTranspose3d),
     _quant_entry(torch.nn, "Linear", quant_linear.QuantLinear),
+    _quant_entry(torch.nn, "LSTM", quant_rnn.QuantLSTM),
+    _quant_entry(torch.nn, "LSTMCell", quant_rnn.QuantLSTMCell),
     _quant_entry(torch.nn, "AvgPool1d", quant_pooling.QuantAvgPool1d),
     _quant_entry(torch.nn, "AvgPool2d", quant_pooling.QuantAvgPool2d),
     _quant_entry(torch.nn, "AvgPool3d", quant_pooling.QuantAvgPool3d),

@@ -22,11 +22,16 @@ Patterns are fnmatch patterns (`*` also matches dots).
   take the same descriptor); "enable" applies to the real quantizer names, e.g. `*_input1_quantizer`.
 - A pattern that matches nothing is reported with warnings.warn, naming it.
 
-Which layers: pytorch-quantization's default map (Conv, ConvTranspose, Linear, AvgPool,
-AdaptiveAvgPool; exact types, subclasses are left alone) plus `custom_quant_modules`
+Which layers: pytorch-quantization's default map (Conv, ConvTranspose, Linear, LSTM, LSTMCell,
+AvgPool, AdaptiveAvgPool; exact types, subclasses are left alone) plus `custom_quant_modules`
 ({float class or torch.nn class name: quant class}). Modules already quantized are left as they
 are. The replacement shares the float layer's Parameter objects, so an optimizer made before
-keeps training the same tensors, and keeps its hooks.
+keeps training the same tensors, and keeps its hooks. As in quant_modules, MaxPool and
+InstanceNorm stay float unless named in custom_quant_modules
+(e.g. {"InstanceNorm2d": quant_nn.QuantInstanceNorm2d}): TensorRT runs InstanceNorm in float, so
+a Q/DQ pair in front of it only adds error. A QuantLSTM's descriptors come from the patterns
+for `<lstm>._input_quantizer` / `<lstm>._weight_quantizer` (every layer x direction alike);
+"enable" also matches the real names, `<lstm>._input_quantizers.<i>`.
 
 Calibration is separate (torchqat.calibrate); a ModelOpt-style "algorithm" key is accepted and
 ignored.
@@ -156,7 +161,10 @@ def _scoped(name):
 
 
 def _is_quantized(module):
-    return any(isinstance(c, TensorQuantizer) for c in module.children())
+    """A module holding quantizers directly or, like QuantLSTM, in ModuleLists."""
+    return any(isinstance(c, TensorQuantizer) or
+               (isinstance(c, nn.ModuleList) and any(isinstance(g, TensorQuantizer) for g in c))
+               for c in module.children())
 
 
 def _build_desc(base, rules, module_name, attr, used):
@@ -251,7 +259,7 @@ def quantize_model(model, config=None, *, include=None, exclude=None, quant_desc
         for hooks in _HOOK_DICTS:
             if hasattr(child, hooks) and hasattr(q, hooks):
                 setattr(q, hooks, getattr(child, hooks))
-        for attr, sub in q.named_children():
+        for attr, sub in q.named_modules():  # QuantLSTM's are "_input_quantizers.0", ...
             if not isinstance(sub, TensorQuantizer):
                 continue
             for i, (pattern, _spec, enable) in enumerate(rules):

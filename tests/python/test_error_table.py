@@ -228,6 +228,13 @@ CASES = {
                                         io.BytesIO(), opset_version=13, dynamo=False),
     "E170": lambda t: torchqat.onnx.export(nn.Sequential(qnn.QuantLinear(2, 2)).eval(), (torch.ones(1, 2),),
                                            io.BytesIO(), dynamo=True),
+    "E140": lambda t: qnn.QuantLSTM(4, 8, proj_size=2),
+    "E141": lambda t: qnn.QuantLSTM(4, 8, dropout=1.5),
+    "E142": lambda t: qnn.QuantLSTM(4, 8)(torch.randn(3, 2, 5)),
+    "E143": lambda t: qnn.QuantLSTM(4, 8)(torch.randn(3, 2, 4), (torch.zeros(1, 3, 8), torch.zeros(1, 2, 8))),
+    "E144": lambda t: qnn.QuantLSTMCell(4, 8)(torch.randn(2, 5)),
+    "E145": lambda t: qnn.QuantLSTM.from_float(nn.GRU(4, 8)),
+    "E146": lambda t: qnn.QuantInstanceNorm2d.from_float(nn.BatchNorm2d(3)),
 }
 
 

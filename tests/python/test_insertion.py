@@ -70,7 +70,7 @@ def test_unknown_module_in_custom_map_is_a_clear_error():
 def test_default_quant_map_names_match_pytorch_quantization():
     names = [e.mod_name for e in quant_modules._DEFAULT_QUANT_MAP]
     assert names == ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Linear",
-                     "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d",
+                     "LSTM", "LSTMCell", "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d",
                      "AdaptiveAvgPool3d"]
     assert all(e.orig_mod is torch.nn for e in quant_modules._DEFAULT_QUANT_MAP)
 

@@ -3,6 +3,7 @@ import torch
 
 from .histogram import HistogramCalibrator
 from .max import MaxCalibrator
+from ..nn.modules.quant_weights import quant_weights
 
 __all__ = ["calibrate_weights"]
 
@@ -11,31 +12,34 @@ def calibrate_weights(model, method="percentile", perchannel=True, percentile=99
     """Calibrates every module's weight quantizer from its weight ('max', 'percentile' or 'mse').
 
     Per channel, each output channel gets its own histogram search (axis 1 for ConvTranspose).
+    Every weight quantizer a module names (nn.modules.quant_weights: one per LSTM layer x
+    direction, on its fused [W_ih, W_hh]) is calibrated from the tensor it quantizes.
     """
     if method not in ("max", "percentile", "mse"):
         raise ValueError(f"method must be 'max', 'percentile' or 'mse', got {method!r}")
-    for name, mod in model.named_modules():
-        wq = getattr(mod, "_weight_quantizer", None)
-        if wq is None or not hasattr(mod, "weight"):
-            continue
-        w = mod.weight.detach()
-        axis = 1 if isinstance(mod, torch.nn.modules.conv._ConvTransposeNd) else 0
-        if method == "max":
-            cal = MaxCalibrator(wq.num_bits, axis if perchannel else None, wq.unsigned)
-            cal.collect(w)
-            wq.amax = cal.compute_amax()
-            continue
-        channels = w.unbind(axis) if perchannel else [w]
-        amaxes = []
-        for c in channels:
-            cal = HistogramCalibrator(wq.num_bits, None, wq.unsigned, num_bins=num_bins)
-            cal.collect(c)
-            amaxes.append(cal.compute_amax(method, percentile=percentile))
-        amax = torch.stack(amaxes)
-        if perchannel:
-            shape = [1] * w.dim()
-            shape[axis] = w.shape[axis]
-            amax = amax.reshape(shape)
-        else:
-            amax = amax.reshape(())
-        wq.amax = amax
+    for _name, mod in model.named_modules():
+        for _qname, w, wq, axis in quant_weights(mod):
+            _calibrate_one(w.detach(), wq, axis, method, perchannel, percentile, num_bins)
+
+
+def _calibrate_one(w, wq, axis, method, perchannel, percentile, num_bins):
+    """Sets wq.amax from the weight w it quantizes."""
+    if method == "max":
+        cal = MaxCalibrator(wq.num_bits, axis if perchannel else None, wq.unsigned)
+        cal.collect(w)
+        wq.amax = cal.compute_amax()
+        return
+    channels = w.unbind(axis) if perchannel else [w]
+    amaxes = []
+    for c in channels:
+        cal = HistogramCalibrator(wq.num_bits, None, wq.unsigned, num_bins=num_bins)
+        cal.collect(c)
+        amaxes.append(cal.compute_amax(method, percentile=percentile))
+    amax = torch.stack(amaxes)
+    if perchannel:
+        shape = [1] * w.dim()
+        shape[axis] = w.shape[axis]
+        amax = amax.reshape(shape)
+    else:
+        amax = amax.reshape(())
+    wq.amax = amax

@@ -3,4 +3,6 @@ from .quant_conv import *  # noqa: F401,F403
 from .quant_linear import *  # noqa: F401,F403
 from .quant_pooling import *  # noqa: F401,F403
 from .quant_add import *  # noqa: F401,F403
+from .quant_rnn import *  # noqa: F401,F403
+from .quant_instancenorm import *  # noqa: F401,F403
 from ._utils import QuantMixin, QuantInputMixin, pop_quant_desc_in_kwargs  # noqa: F401

@@ -11,6 +11,8 @@ float module's constructor arguments).
 import copy
 import inspect
 
+from torch import nn
+
 from ...tensor_quant import QUANT_DESC_8BIT_PER_TENSOR, QuantDescriptor
 from .tensor_quantizer import TensorQuantizer
 
@@ -67,9 +69,11 @@ class QuantMixin:
         _check_desc(quant_desc_weight, "quant_desc_weight")
         if not (quant_desc_input.fake_quant and quant_desc_weight.fake_quant):
             raise ValueError("Only fake quantization is supported!")
-        if num_layers is not None:
-            raise ValueError("num_layers is for quantized RNNs, which torchqat does not provide")
         self._fake_quant = True
+        if num_layers is not None:  # RNNs: one pair per layer x direction, as ModuleLists
+            self._input_quantizers = nn.ModuleList([TensorQuantizer(quant_desc_input) for _ in range(num_layers)])
+            self._weight_quantizers = nn.ModuleList([TensorQuantizer(quant_desc_weight) for _ in range(num_layers)])
+            return
         self._input_quantizer = TensorQuantizer(quant_desc_input)
         self._weight_quantizer = TensorQuantizer(quant_desc_weight)
 
