@@ -15,6 +15,7 @@
 
 #include <typeinfo>
 
+#include "torchqat/nn/quant_lstm.h"
 #include "torchqat/nn/quant_mixin.h"
 #include "torchqat/tensor_quantizer.h"
 
@@ -89,6 +90,12 @@ void walk(const Module& m, const std::string& path, ModuleInfo& info) {
     check_quantizer(*q, path, info);
     return;
   }
+  // Checked before the QuantMixin test below: a QuantLSTMCell is one, but its forward has no translation.
+  const bool recurrent = is_any_of<nn::QuantLSTMImpl, nn::QuantLSTMCellImpl>(m);
+  TORCH_CHECK_VALUE(!recurrent, "torchqat::onnx::export_model: module '",
+                    shown(path), "' of type ", type_name(m),
+                    " cannot be exported: the C++ exporter has no LSTM translation; export the same model from Python "
+                    "with torchqat.onnx.export (it unrolls QuantLSTM/QuantLSTMCell into per-step Q/DQ and Gemm)");
   const bool known = dynamic_cast<const nn::QuantInputMixin*>(&m) != nullptr || is_supported_torch_leaf(m) ||
                      is_container(m) || is_user_container(m);
   TORCH_CHECK_VALUE(known, "torchqat::onnx::export_model: module '", shown(path), "' of type ", type_name(m),

@@ -14,6 +14,7 @@
 #include "torchqat/nn/quant_conv.h"
 #include "torchqat/nn/quant_conv_transpose.h"
 #include "torchqat/nn/quant_linear.h"
+#include "torchqat/nn/quant_lstm.h"
 #include "torchqat/nn/quant_mixin.h"
 #include "torchqat/nn/quant_pooling.h"
 #include "torchqat/nn/replace.h"

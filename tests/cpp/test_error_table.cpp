@@ -23,7 +23,9 @@
 #include "torchqat/nn/quant_concat.h"
 #include "torchqat/nn/quant_conv.h"
 #include "torchqat/nn/quant_linear.h"
+#include "torchqat/nn/quant_lstm.h"
 #include "torchqat/nn/replace.h"
+#include "torchqat/onnx/export.h"
 #include "torchqat/ops.h"
 #include "torchqat/tensor_quantizer.h"
 
@@ -251,6 +253,16 @@ const std::map<std::string, std::function<void()>>& cases() {
       {"E69", [] { MaxCalibrator().set_calib_amax(torch::tensor({kNaN})); }},
       {"E110", [] { torchqat::calib::amax_percentile({1, -1, 2}, 1.0, 99.0); }},
       {"E124", [] { torchqat::calib::amax_mse({1, 1, 1, 1}, 1e300, 8, false, 1, 1); }},
+      {"E140", [] { tqnn::QuantLSTM(torch::nn::LSTMOptions(4, 8).proj_size(2)); }},
+      {"E142", [] { tqnn::QuantLSTM(4, 8)(torch::randn({3, 2, 5})); }},
+      {"E147",
+       [] {
+         auto cell = tqnn::QuantLSTMCell(4, 8).ptr();
+         auto forward = [cell](const std::vector<at::Tensor>& in) {
+           return std::vector<at::Tensor>{std::get<0>(cell->forward(in[0]))};
+         };
+         torchqat::onnx::export_model(cell, forward, {torch::randn({2, 4})}, "e147_never_written.onnx");
+       }},
       {"E111", [] { HistogramCalibrator().collect(torch::tensor({1.0, 1e39}, torch::kDouble)); }},
       {"E76",
        [] {
