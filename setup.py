@@ -44,6 +44,10 @@ class CMakeBuild(build_ext):
                               cwd=build_dir)
         out_dir = os.path.dirname(os.path.abspath(self.get_ext_fullpath(ext.name)))
         os.makedirs(out_dir, exist_ok=True)
+        # A build folder from before the prefix layout holds libtorchqat beside _C, where _C's
+        # RPATH ($ORIGIN first) would load that stale copy: remove it.
+        for stale in glob.glob(os.path.join(out_dir, "libtorchqat.so*")):
+            os.remove(stale)
         modules = glob.glob(os.path.join(build_dir, "_C*.so"))
         if not modules:
             raise RuntimeError(f"CMake build in {build_dir} produced no torchqat._C")
