@@ -7,6 +7,7 @@ NVIDIA's YOLOv7 recipe relies on this: it exports before calibrating, to pair qu
 Each such export warns once that its scales are not calibrated.
 """
 import warnings
+import weakref
 
 import torch
 
@@ -18,14 +19,15 @@ UNCALIBRATED_EXPORT_WARNING = ("torchqat: exporting quantizers that have no amax
                                "scales are taken from the example input. Calibrate before exporting a model "
                                "for deployment.")
 
-# The tracing state of the last export that warned: one warning per export, not one per quantizer.
-_warned_for = [None]
+# The tracing state of the last export that warned (weakly held: it owns the traced graph):
+# one warning per export, not one per quantizer.
+_warned_for = [lambda: None]
 
 
 def _warn_once(state):
-    if _warned_for[0] is state:
+    if _warned_for[0]() is state:
         return
-    _warned_for[0] = state
+    _warned_for[0] = weakref.ref(state)
     warnings.warn(UNCALIBRATED_EXPORT_WARNING, UserWarning, stacklevel=4)
 
 
