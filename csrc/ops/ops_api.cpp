@@ -48,4 +48,18 @@ at::Tensor abs_max(const at::Tensor& x, at::IntArrayRef keep_dims) {
   return op.call(x, keep_dims);
 }
 
+at::Tensor clip(const at::Tensor& x, const at::Tensor& min, const at::Tensor& max) {
+  static auto op = handle<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>("torchqat::clip");
+  return op.call(x, min, max);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> clip_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                             const at::Tensor& min, const at::Tensor& max,
+                                                             bool min_grad, bool max_grad) {
+  static auto op = handle<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, bool)>(
+      "torchqat::clip_backward");
+  return op.call(grad, x, min, max, min_grad, max_grad);
+}
+
 }  // namespace torchqat

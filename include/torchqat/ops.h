@@ -37,4 +37,16 @@ at::Tensor dequantize(const at::Tensor& q, const at::Tensor& scale, std::optiona
 // the statistic of max calibration and of dynamic (uncalibrated) quantizers.
 at::Tensor abs_max(const at::Tensor& x, at::IntArrayRef keep_dims = {});
 
+// Clip with broadcasting bounds: max(min(x, max), min) (so min wins where min > max), in x's
+// dtype and shape; min and max broadcast to x. Backward (PACT): dx = grad where min < x < max;
+// d min = sum of grad where x <= min, d max = sum of grad where x >= max, each summed to the
+// bound's shape, for the bounds that require grad.
+at::Tensor clip(const at::Tensor& x, const at::Tensor& min, const at::Tensor& max);
+
+// The backward of clip: (grad_x, grad_min, grad_max); grad_min / grad_max are undefined unless
+// min_grad / max_grad.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> clip_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                             const at::Tensor& min, const at::Tensor& max,
+                                                             bool min_grad, bool max_grad);
+
 }  // namespace torchqat

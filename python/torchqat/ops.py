@@ -19,3 +19,12 @@ def dequantize(q, scale, axis=None, dtype=None):
 def abs_max(x, keep_dims=()):
     """abs-max of x over every dim not in keep_dims, shaped to broadcast against x."""
     return _ops.abs_max(x, list(keep_dims))
+
+
+def clip(x, min, max):
+    """max(min(x, max), min) with broadcasting tensor bounds; PACT gradient to the bounds."""
+    return _ops.clip(x, min, max)
+
+
+def clip_backward(grad, x, min, max, min_grad=True, max_grad=True):
+    return _ops.clip_backward(grad, x, min, max, min_grad, max_grad)

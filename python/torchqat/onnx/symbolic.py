@@ -37,6 +37,7 @@ _FLOAT = 1  # onnx TensorProto.FLOAT
 _FLOAT16 = 10
 _BFLOAT16 = 16
 _CAST_BACK = {"Half": _FLOAT16, "BFloat16": _BFLOAT16}
+_ONNX_TYPE = {"Float": _FLOAT, "Double": 11, **_CAST_BACK}  # TensorProto.DOUBLE = 11
 
 _registered = False
 
@@ -140,6 +141,16 @@ def abs_max_symbolic(g, x, keep_dims):
                      "constant scales); quantizers without amax export their example-input amax instead")
 
 
+def clip_symbolic(g, x, lo, hi):
+    """torchqat::clip(x, min, max) -> Max(Min(x, max), min): ONNX Min / Max broadcast like the op
+    (Clip's min / max inputs must be scalars); the bounds take x's type, as in the op."""
+    x_type = x.type().scalarType()
+    if x_type is not None and x_type in _ONNX_TYPE:
+        to = _ONNX_TYPE[x_type]
+        lo, hi = g.op("Cast", lo, to_i=to), g.op("Cast", hi, to_i=to)
+    return g.op("Max", g.op("Min", x, hi), lo)
+
+
 def register():
     """Registers the symbolics with torch.onnx (idempotent). Done on `import torchqat`."""
     global _registered
@@ -148,4 +159,5 @@ def register():
     # Registered from opset 1 so that an opset < 13 export reaches our clear error, not "unsupported op".
     torch.onnx.register_custom_op_symbolic("torchqat::fake_quant", fake_quant_symbolic, 1)
     torch.onnx.register_custom_op_symbolic("torchqat::abs_max", abs_max_symbolic, 1)
+    torch.onnx.register_custom_op_symbolic("torchqat::clip", clip_symbolic, 1)
     _registered = True

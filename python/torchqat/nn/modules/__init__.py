@@ -5,4 +5,5 @@ from .quant_pooling import *  # noqa: F401,F403
 from .quant_add import *  # noqa: F401,F403
 from .quant_rnn import *  # noqa: F401,F403
 from .quant_instancenorm import *  # noqa: F401,F403
+from .clip import *  # noqa: F401,F403
 from ._utils import QuantMixin, QuantInputMixin, pop_quant_desc_in_kwargs  # noqa: F401
