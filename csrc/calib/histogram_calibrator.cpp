@@ -70,7 +70,8 @@ void HistogramCalibrator::collect(const at::Tensor& x) {
   torch::NoGradGuard no_grad;
   TORCH_CHECK_VALUE(x.defined(), "HistogramCalibrator.collect: x is undefined");
   if (x.numel() == 0) return;
-  const at::Tensor xd = x.detach();
+  // Integer (and bool) data is binned as float32, the cast pytorch-quantization makes.
+  const at::Tensor xd = at::isIntegralType(x.scalar_type(), /*includeBool=*/true) ? x.detach().to(at::kFloat) : x.detach();
   // The one host read per batch: the batch max. abs_max refuses NaN/Inf (on CUDA when amax
   // checks are on); the read value is checked again so nothing non-finite is ever counted.
   float vmax = 0.0f;  // abs_max is float32: fp64 data beyond its range is refused there

@@ -18,7 +18,9 @@ void MaxCalibrator::collect(const at::Tensor& x) {
     TORCH_CHECK_VALUE(a >= -x.dim() && a < x.dim(), "MaxCalibrator: axis ", a, " is out of range for x with ",
                       x.dim(), " dimensions");
   }
-  at::Tensor a = abs_max(x.detach(), axis_);  // refuses NaN/Inf data
+  // Integer (and bool) data is calibrated as float32, as pytorch-quantization accepts it.
+  const at::Tensor xd = at::isIntegralType(x.scalar_type(), /*includeBool=*/true) ? x.detach().to(at::kFloat) : x.detach();
+  at::Tensor a = abs_max(xd, axis_);  // refuses NaN/Inf data
   if (track_) amaxs_.push_back(a.cpu().clone());
   if (!amax_.defined()) {
     amax_ = a.clone();

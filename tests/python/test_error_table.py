@@ -106,6 +106,12 @@ def _load_with(key, value, model=None):
     torchqat.load_state_dict(model, sd)
 
 
+def _pre_quant_scale_twice(*values):
+    q = qnn.TensorQuantizer()
+    for v in values:
+        q.pre_quant_scale = v
+
+
 # id -> callable(tmp_path). Each must raise (or warn) as its row says.
 def _int8_constant_graph():
     from onnx import TensorProto, helper
@@ -157,6 +163,17 @@ CASES = {
     "E44": lambda t: qnn.TensorQuantizer(8),
     "E46": lambda t: setattr(qnn.TensorQuantizer(), "num_bits", 20),
     "E47": lambda t: qnn.TensorQuantizer().enable_clip(),
+    "E177": lambda t: qnn.TensorQuantizer(if_clip=True),
+    "E178": lambda t: _pre_quant_scale_twice(torch.ones(3), torch.ones(4)),
+    "E179": lambda t: _pre_quant_scale_twice(float("nan")),
+    "E180": lambda t: _pre_quant_scale_twice(None),
+    "E170": lambda t: op.clip(torch.ones(3, dtype=torch.int32), torch.tensor(0.0), torch.tensor(1.0)),
+    "E171": lambda t: op.clip(torch.ones(4, 3, 2), torch.tensor(0), torch.tensor(1.0)),
+    "E172": lambda t: op.clip(torch.ones(4, 3, 2), torch.zeros(3), torch.tensor(1.0)),
+    "E173": lambda t: op.clip(torch.ones(4, 3, 2), torch.tensor(0.0), torch.ones(2, 4, 3, 2)),
+    "E174": lambda t: op.clip_backward(torch.ones(3), torch.ones(4), torch.tensor(0.0), torch.tensor(1.0), True, True),
+    "E175": lambda t: qnn.Clip(torch.tensor([-1.0, -2.0]), 1.0, learn_min=True),
+    "E176": lambda t: qnn.Clip(-1.0, [1.0, 2.0], learn_max=True),
     "E48": lambda t: qnn.TensorQuantizer().init_learn_amax(),
     "E49": lambda t: _quantizer_with(axis=0, calib_method="histogram").enable_calib(),
     "E51": lambda t: qnn.TensorQuantizer()(torch.empty(0)),

@@ -77,11 +77,16 @@ def test_corrupted_amax_in_state_dict_is_rejected():
     assert q.amax is None
 
 
-def test_learned_amax_is_a_parameter_with_gradient():
+def test_learned_amax_is_the_clip_range_with_pact_gradient():
+    # pytorch-quantization: learn_amax trains clip.clip_value_min/max; max gets the summed
+    # gradient of the inputs at or above it (here 2 * x of the clipped values, x >= 1).
     q = quant_nn.TensorQuantizer(QuantDescriptor(amax=1.0, learn_amax=True))
-    assert [n for n, _ in q.named_parameters()] == ["_amax"]
-    q(torch.randn(100) * 2).pow(2).sum().backward()
-    assert q._amax.grad is not None and torch.isfinite(q._amax.grad)
+    assert [n for n, _ in q.named_parameters()] == ["clip.clip_value_min", "clip.clip_value_max"]
+    x = torch.randn(100) * 2
+    y = q(x)
+    y.pow(2).sum().backward()
+    assert q.clip.clip_value_max.grad.item() == pytest.approx((2 * y)[x >= 1].sum().item(), rel=1e-6)
+    assert q.clip.clip_value_min.grad.item() == pytest.approx((2 * y)[x <= -1].sum().item(), rel=1e-6)
 
 
 def test_real_quant_mode_returns_integers_and_scale():

@@ -103,7 +103,8 @@ def collect_stats(model, data, method="max", num_batches=None, progress=True, fo
 def compute_amax(model, method="max", percentile=99.99, strict=True, **kwargs):
     """Loads every enabled quantizer's amax from its calibrator: histogram calibrators search with
     method ('entropy', 'percentile', 'mse'; percentile and kwargs such as start_bin, stride go to
-    the search), max calibrators give their running max."""
+    the search), max calibrators give their running max. A learn_amax quantizer's clip range
+    starts from the calibrated amax (init_learn_amax)."""
     if method == "auto":
         raise ValueError("compute_amax: method 'auto' measures each candidate on recorded layer inputs; "
                          "use calibrate(..., method='auto') or calibrate_auto()")
@@ -117,6 +118,8 @@ def compute_amax(model, method="max", percentile=99.99, strict=True, **kwargs):
                 q.load_calib_amax(search, percentile=percentile, strict=strict, **kwargs)
             else:
                 q.load_calib_amax(strict=strict)
+            if q.learn_amax and q.amax is not None:
+                q.init_learn_amax()  # QAT learns the range from the calibrated one
         except (RuntimeError, ValueError) as e:
             raise type(e)(f"calibrating quantizer '{name}': {e}") from e
 

@@ -36,7 +36,8 @@ def check_quantizers(model):
         if q.num_bits != 8:
             raise ValueError(f"{path} has num_bits={q.num_bits}: opset 13 Q/DQ is int8/uint8 only; disable it or "
                              "use 8 bits for export")
-        amax = q.amax
+        # A learned range (learn_amax) quantizes with max(-clip_value_min, clip_value_max).
+        amax = torch.maximum(-q.clip.clip_value_min, q.clip.clip_value_max) if q.learn_amax else q.amax
         if amax is None:
             continue  # dynamic: its scale is traced from the example input (nn/modules/_dynamic.py)
         a = amax.detach().float()

@@ -13,6 +13,7 @@ from torch import nn
 from ... import ops
 from ...tensor_quant import QuantDescriptor
 from ._dynamic import dynamic_amax
+from .clip import Clip
 
 __all__ = ["TensorQuantizer"]
 
@@ -23,7 +24,11 @@ class TensorQuantizer(nn.Module):
     """Quantizes (fake by default) or calibrates the tensors passing through it.
 
     Without an amax (no descriptor amax, not calibrated) it is dynamic: amax is taken from each
-    input. With learn_amax, `_amax` is a Parameter trained by the LSQ gradient of fake_quant.
+    input. With learn_amax, as in pytorch-quantization, the range is learned by `self.clip`
+    (a Clip with learnable bounds `clip.clip_value_min/max`, PACT gradient, initialised to
+    +-(descriptor amax or 1); `init_learn_amax()` copies `_amax` into them) and the quantizer
+    uses amax = max(-clip_value_min, clip_value_max). `pre_quant_scale` (a `_pre_quant_scale`
+    buffer once set) multiplies the input first, even when the quantizer is disabled.
     """
 
     # pytorch-quantization 2.1 switch: export with torch's fake_quantize ops (ONNX Q/DQ).
@@ -44,7 +49,7 @@ class TensorQuantizer(nn.Module):
         self._narrow_range = quant_desc.narrow_range
         self._calib_method = quant_desc.calib_method
         self._name = quant_desc.name
-        self._scale = None if quant_desc.fake_quant else 1.0
+        self._scale = 1.0 if quant_desc.fake_quant else None  # as pytorch-quantization
         self._disabled = disabled
         self._if_quant = if_quant
         self._if_clip = False
@@ -52,9 +57,13 @@ class TensorQuantizer(nn.Module):
         self._calibrator_obj = None
         if quant_desc.amax is not None:
             self._set_amax_storage(torch.tensor(quant_desc.amax, dtype=torch.float32))
-        elif self._learn_amax:
-            # Learned amax needs a starting value; calibration normally overwrites it.
-            self._set_amax_storage(torch.tensor(1.0))
+        if self._learn_amax:
+            # The descriptor refuses learn_amax with an axis, so the range is one number.
+            init = 1.0 if quant_desc.amax is None else float(np.max(quant_desc.amax))
+            self.clip = Clip(-init, init, learn_min=True, learn_max=True)
+            self.enable_clip()
+        if if_clip:
+            self.enable_clip()
 
     # ----- calibrator slot -------------------------------------------------------------------
     @property
@@ -83,6 +92,8 @@ class TensorQuantizer(nn.Module):
 
     @property
     def maxbound(self):
+        if isinstance(self._num_bits, tuple):  # FP8 E4M3
+            return 448.0
         return (1 << (self._num_bits - 1 + int(self._unsigned))) - 1
 
     @property
@@ -142,18 +153,24 @@ class TensorQuantizer(nn.Module):
         self._set_amax_storage(value)
 
     def _set_amax_storage(self, value):
-        """Registers `_amax` (buffer, or Parameter when learned) or copies into it."""
-        if hasattr(self, "_amax"):
-            if value.shape != self._amax.shape:
-                raise RuntimeError("Changing shape when setting amax is not allowed. "
-                                   f"Current shape {tuple(self._amax.shape)}, new shape {tuple(value.shape)}.")
-            with torch.no_grad():
-                self._amax.copy_(value.to(self._amax.device))
-            return
-        if self._learn_amax:
-            self._amax = nn.Parameter(value.clone())
-        else:
-            self.register_buffer("_amax", value.clone())
+        """Registers the `_amax` buffer or copies into it."""
+        _set_buffer(self, "_amax", "amax", value)
+
+    @property
+    def pre_quant_scale(self):
+        """The scale the input is multiplied by before anything else (SmoothQuant), or None."""
+        return getattr(self, "_pre_quant_scale", None)
+
+    @pre_quant_scale.setter
+    def pre_quant_scale(self, value):
+        if value is None:
+            raise ValueError("pre_quant_scale cannot be set to None")
+        value = torch.as_tensor(np.asarray(value.detach().cpu() if torch.is_tensor(value) else value),
+                                dtype=torch.float32)
+        if not torch.isfinite(value).all():
+            raise ValueError(f"pre_quant_scale of {self._display_name()} must be finite, got "
+                             f"{value.flatten()[:8].tolist()}")
+        _set_buffer(self, "_pre_quant_scale", "pre_quant_scale", value)
 
     # ----- state machine -----------------------------------------------------------------------
     def enable(self):
@@ -177,12 +194,19 @@ class TensorQuantizer(nn.Module):
         self._if_calib = False
 
     def enable_clip(self):
+        """Clip stage on: the output is clipped to the learned range and the bounds train."""
         if not self._learn_amax:
             raise ValueError("learn_amax is False. Cannot enable clip.")
+        self.clip.clip_value_min.requires_grad_(True)
+        self.clip.clip_value_max.requires_grad_(True)
         self._if_clip = True
 
     def disable_clip(self):
+        """Clip stage off: the learned bounds are frozen (quantization still uses them)."""
         self._if_clip = False
+        if self._learn_amax:
+            self.clip.clip_value_min.requires_grad_(False)
+            self.clip.clip_value_max.requires_grad_(False)
 
     def load_calib_amax(self, *args, strict=True, **kwargs):
         """Writes the calibrator's amax into `_amax` (on the device of the existing amax, if any)."""
@@ -203,11 +227,18 @@ class TensorQuantizer(nn.Module):
         self._set_amax_storage(amax)
 
     def init_learn_amax(self):
-        """pytorch-quantization API: start learning from the current amax. `_amax` is already the parameter."""
+        """Starts the learned range from `_amax`: clip bounds = -+amax (max(amax) if per channel)."""
         if not self._learn_amax:
             raise RuntimeError("Called init_learn_amax() on a quantizer with learn_amax=False.")
         if not hasattr(self, "_amax"):
             raise RuntimeError(f"{self._display_name()} has no amax to learn from: calibrate it first.")
+        init = self._amax.detach()
+        if init.numel() != 1:
+            logger.warning("Per channel learned amax not supported. Initializing with max(amax).")
+            init = init.max()
+        with torch.no_grad():
+            self.clip.clip_value_min.copy_(-init.reshape(self.clip.clip_value_min.shape))
+            self.clip.clip_value_max.copy_(init.reshape(self.clip.clip_value_max.shape))
 
     def _display_name(self):
         return f"quantizer '{self._name}'" if self._name else "this quantizer"
@@ -234,7 +265,11 @@ class TensorQuantizer(nn.Module):
         return a % inputs.dim()
 
     def _quant_forward(self, inputs):
-        amax = self._get_amax(inputs)
+        if self._learn_amax:
+            inputs = self.clip(inputs)
+            amax = torch.maximum(-self.clip.clip_value_min, self.clip.clip_value_max).detach()
+        else:
+            amax = self._get_amax(inputs)
         axis = self._op_axis(inputs, amax)
         if self._fake_quant:
             return ops.fake_quant(inputs, amax, self._num_bits, self._unsigned, self._narrow_range, axis)
@@ -243,6 +278,8 @@ class TensorQuantizer(nn.Module):
         return q.to(inputs.dtype)
 
     def forward(self, inputs):
+        if hasattr(self, "_pre_quant_scale"):  # SmoothQuant: scaled even when disabled, as in 2.2
+            inputs = inputs * self._pre_quant_scale
         if self._disabled:
             return inputs
         if self._if_calib:
@@ -250,6 +287,8 @@ class TensorQuantizer(nn.Module):
                 self._calibrator.collect(inputs.detach())
         if self._if_quant:
             return self._quant_forward(inputs)
+        if self._if_clip:
+            return self.clip(inputs)
         return inputs
 
     # ----- state dict ----------------------------------------------------------------------
@@ -268,15 +307,24 @@ class TensorQuantizer(nn.Module):
             if not hasattr(self, "_amax"):
                 # Register on the tensor's own device: a CPU-only load stays on the CPU.
                 self._set_amax_storage(value.detach().to(torch.float32))
+        key = prefix + "_pre_quant_scale"
+        if key in state_dict:
+            value = state_dict[key]
+            if not torch.is_tensor(value) or not torch.isfinite(value).all():
+                error_msgs.append(f"{key}: pre_quant_scale must be a finite tensor")
+                return
+            if not hasattr(self, "_pre_quant_scale"):
+                self.register_buffer("_pre_quant_scale", value.detach().to(torch.float32).clone())
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
     def extra_repr(self):
+        """pytorch-quantization's tokens and order, e.g. `8bit fake per-tensor amax=2.5000 calibrator=MaxCalibrator scale=1.0 quant`."""
         if self._disabled:
             return "disabled"
         s = f"{'unsigned ' if self._unsigned else ''}{self._num_bits}bit"
         s += " narrow" if self._narrow_range else ""
-        s += " fake" if self._fake_quant else " real"
+        s += " fake" if self._fake_quant else ""
         s += " per-tensor" if self._axis is None else f" axis={self._axis[0] if len(self._axis) == 1 else self._axis}"
         amax = self.amax
         if amax is None:
@@ -285,17 +333,42 @@ class TensorQuantizer(nn.Module):
             s += f" amax={amax.item():.4f}"
         else:
             s += f" amax=[{amax.min().item():.4f}, {amax.max().item():.4f}]({amax.numel()})"
-        if self._scale_amax is not None:
+        if self._scale_amax:
             s += f" *{self._scale_amax}"
+        if self.pre_quant_scale is not None:
+            s += " pre_quant_scale"
         if self._learn_amax:
             s += " learned"
         if self._calibrator_obj is not None:
             s += f" calibrator={type(self._calibrator_obj).__name__}"
+        else:
+            s += f" calibrator={'HistogramCalibrator' if self._calib_method == 'histogram' else 'MaxCalibrator'}"
+        if self._scale is not None:
+            s += f" scale={self._scale if not torch.is_tensor(self._scale) else _short(self._scale)}"
         if self._if_quant:
             s += " quant"
+        if self._if_clip:
+            s += " clip"
         if self._if_calib:
             s += " calib"
         return s
+
+
+def _short(t):
+    return f"{t.item():.4f}" if t.numel() == 1 else f"[{t.min().item():.4f}, {t.max().item():.4f}]({t.numel()})"
+
+
+def _set_buffer(quantizer, attr, what, value):
+    """Registers buffer `attr` or copies `value` into it; its shape may not change (as in pytorch-quantization)."""
+    if hasattr(quantizer, attr):
+        current = getattr(quantizer, attr)
+        if value.shape != current.shape:
+            raise RuntimeError(f"Changing shape when setting {what} is not allowed. "
+                               f"Current shape {tuple(current.shape)}, new shape {tuple(value.shape)}.")
+        with torch.no_grad():
+            current.copy_(value.to(current.device))
+        return
+    quantizer.register_buffer(attr, value.clone())
 
 
 def _check_amax(amax, quantizer):
