@@ -18,12 +18,14 @@ static void check_bound(const char* op, const char* name, const at::Tensor& b, c
                    b.scalar_type());
   TORCH_CHECK_VALUE(b.device() == x.device(), op, ": x is on ", x.device(), " but ", name, " is on ", b.device(),
                     "; move ", name, " to x's device");
+  // SymInt sizes: the Meta kernel runs these checks on symbolic shapes too.
   bool fits = b.dim() <= x.dim();
   for (int64_t i = 1; fits && i <= b.dim(); ++i) {
-    const int64_t bs = b.size(-i);
-    fits = bs == 1 || bs == x.size(-i);
+    const c10::SymInt& bs = b.sym_size(-i);
+    fits = bs == 1 || bs == x.sym_size(-i);
   }
-  TORCH_CHECK_VALUE(fits, op, ": ", name, " of shape ", b.sizes(), " does not broadcast to x of shape ", x.sizes());
+  TORCH_CHECK_VALUE(fits, op, ": ", name, " of shape ", b.sym_sizes(), " does not broadcast to x of shape ",
+                    x.sym_sizes());
 }
 
 ClipArgs resolve_clip(const char* op, const at::Tensor& x, const at::Tensor& min, const at::Tensor& max) {
@@ -76,8 +78,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> clip_backward_meta(const at::Tens
                                                                   const at::Tensor& min, const at::Tensor& max,
                                                                   bool min_grad, bool max_grad) {
   at::Tensor gx = clip_meta(x, min, max);
-  TORCH_CHECK_VALUE(grad.sizes() == x.sizes(), "torchqat.clip_backward: grad of shape ", grad.sizes(),
-                    " does not match x of shape ", x.sizes());
+  TORCH_CHECK_VALUE(grad.sym_sizes() == x.sym_sizes(), "torchqat.clip_backward: grad of shape ", grad.sym_sizes(),
+                    " does not match x of shape ", x.sym_sizes());
   at::Tensor gmin = min_grad ? at::empty_like(min, at::MemoryFormat::Contiguous) : at::Tensor();
   at::Tensor gmax = max_grad ? at::empty_like(max, at::MemoryFormat::Contiguous) : at::Tensor();
   return {gx, gmin, gmax};

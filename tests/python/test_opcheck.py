@@ -109,7 +109,35 @@ def histogram_cases(d):
     ]
 
 
+def _bound(*shape, device, sign=1.0, grad=False):
+    return (sign * (torch.rand(shape) + 0.1)).to(device).requires_grad_(grad)
+
+
+def clip_cases(d):
+    """(id, args) of clip(x, min, max)."""
+    return [
+        ("scalar_bounds", (_x(2, 3, 4, device=d), _bound(device=d, sign=-1), _bound(device=d))),
+        ("broadcast_bounds_grad", (_x(2, 3, 4, device=d, grad=True), _bound(3, 1, device=d, sign=-1, grad=True),
+                                   _bound(4, device=d, grad=True))),
+        ("bf16_channels_last", (_x(2, 3, 4, 5, device=d, dtype=torch.bfloat16).to(memory_format=torch.channels_last),
+                                _bound(1, 3, 1, 1, device=d, sign=-1), _bound(1, 3, 1, 1, device=d))),
+        ("non_dense_input", (_x(4, 6, device=d)[:, ::2], _bound(device=d, sign=-1), _bound(device=d))),
+    ]
+
+
+def clip_backward_cases(d):
+    """(id, args) of clip_backward(grad, x, min, max, min_grad, max_grad)."""
+    return [
+        ("both_bounds", (_x(3, 4, device=d), _x(3, 4, device=d), _bound(device=d, sign=-1), _bound(3, 1, device=d),
+                         True, True)),
+        ("x_only", (_x(3, 4, device=d), _x(3, 4, device=d), _bound(device=d, sign=-1), _bound(device=d), False,
+                    False)),
+    ]
+
+
 CASES = {
+    "clip": clip_cases,
+    "clip_backward": clip_backward_cases,
     "fake_quant": fake_quant_cases,
     "fake_quant_backward": fake_quant_backward_cases,
     "quantize": quantize_cases,
