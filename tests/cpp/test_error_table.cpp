@@ -174,11 +174,11 @@ std::string conv_ckpt(const at::Tensor& input_amax, const at::Tensor& weight_ama
 const std::map<std::string, std::function<void()>>& cases() {
   static const std::map<std::string, std::function<void()>> c = {
       {"E01", [] { fq(torch::ones({3}, at::kInt), scalar(1)); }},
-      {"E170", [] { torchqat::clip(torch::ones({3}, at::kInt), scalar(0), scalar(1)); }},
-      {"E171", [] { torchqat::clip(torch::ones({4, 3, 2}), torch::tensor(0), scalar(1)); }},
-      {"E172", [] { torchqat::clip(torch::ones({4, 3, 2}), torch::zeros({3}), scalar(1)); }},
-      {"E173", [] { torchqat::clip(torch::ones({4, 3, 2}), scalar(0), torch::ones({2, 4, 3, 2})); }},
-      {"E174", [] { torchqat::clip_backward(torch::ones({3}), torch::ones({4}), scalar(0), scalar(1), true, true); }},
+      {"E190", [] { torchqat::clip(torch::ones({3}, at::kInt), scalar(0), scalar(1)); }},
+      {"E191", [] { torchqat::clip(torch::ones({4, 3, 2}), torch::tensor(0), scalar(1)); }},
+      {"E192", [] { torchqat::clip(torch::ones({4, 3, 2}), torch::zeros({3}), scalar(1)); }},
+      {"E193", [] { torchqat::clip(torch::ones({4, 3, 2}), scalar(0), torch::ones({2, 4, 3, 2})); }},
+      {"E194", [] { torchqat::clip_backward(torch::ones({3}), torch::ones({4}), scalar(0), scalar(1), true, true); }},
       {"E02", [] { fq(X, torch::tensor(1)); }},
       {"E03", [] { fq(X, scalar(-1)); }},
       {"E04", [] { fq(X, scalar(kNaN)); }},
