@@ -1,16 +1,38 @@
-"""Shared by the benchmarks: one timer that is right on CPU and on CUDA, and a plain-text table."""
+"""Shared by the benchmarks: one timer that is right on CPU and on CUDA and repeats every figure
+(RUNS runs: median, min and max), and a plain-text table."""
 import platform
 import statistics
 import sys
 import time
+from typing import NamedTuple
 
 import torch
 
 import torchqat
 
 
-def timeit(fn, device, repeat, warmup=2):
-    """Seconds of one fn() call, after warmup calls.
+RUNS = 5  # every figure is measured this many times; tables print its median [min, max]
+
+
+class Spread(NamedTuple):
+    """A figure measured in several runs: the median, the smallest and the largest, and the count."""
+    median: float
+    min: float
+    max: float
+    runs: int
+
+    @classmethod
+    def of(cls, values):
+        values = list(values)
+        return cls(statistics.median(values), min(values), max(values), len(values))
+
+    def scaled(self, factor):
+        """The spread of factor * figure (factor > 0)."""
+        return Spread(self.median * factor, self.min * factor, self.max * factor, self.runs)
+
+
+def _one_run(fn, device, repeat):
+    """One run's figure, seconds per fn() call.
 
     CPU: the best of repeat wall-clock timings. Not the median: on a small shared machine another
     process often holds one of the cores, and a parallel region then waits a scheduler slice
@@ -19,8 +41,6 @@ def timeit(fn, device, repeat, warmup=2):
     one synchronize, so the figure is GPU time; host gaps (launch overhead, a host sync inside fn)
     count only where they leave the GPU idle, as they would in real use.
     """
-    for _ in range(warmup):
-        fn()
     if device.type != "cuda":
         times = []
         for _ in range(repeat):
@@ -38,13 +58,40 @@ def timeit(fn, device, repeat, warmup=2):
     return statistics.median([start.elapsed_time(end) for start, end in events]) / 1e3
 
 
-def measure(what, fn, device, repeat, warmup=2):
+def timeit(fn, device, repeat, warmup=2, runs=RUNS):
+    """Spread of the seconds of one fn() call over `runs` runs (each as _one_run), after warmup calls."""
+    return Spread.of(runs_of({"fn": fn}, device, repeat, warmup, runs)["fn"])
+
+
+def runs_of(fns, device, repeat, warmup=2, runs=RUNS):
+    """{name: [seconds per call, one per run]} for a dict of callables, the runs interleaved (run 1 of
+    every fn, then run 2, ...) so that a busy spell of the machine hits them alike and ratios between
+    them can be taken run by run."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            out[name].append(_one_run(fn, device, repeat))
+    return out
+
+
+def measure(what, fn, device, repeat, warmup=2, runs=RUNS):
     """timeit, or None (shown as n/a, the reason on stderr) where fn raises: an op refusing a dtype."""
     try:
-        return timeit(fn, device, repeat, warmup)
+        return timeit(fn, device, repeat, warmup, runs)
     except (RuntimeError, NotImplementedError) as e:
         print(f"n/a: {what}: {str(e).splitlines()[0]}", file=sys.stderr)
         return None
+
+
+def spread(value, spec, factor=1.0):
+    """A Spread as 'median [min, max]' (times factor, each formatted with spec); n/a for None."""
+    if value is None:
+        return "n/a"
+    v = value.scaled(factor)
+    return f"{v.median:{spec}} [{v.min:{spec}}, {v.max:{spec}}]"
 
 
 def devices():

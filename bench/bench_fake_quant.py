@@ -26,7 +26,7 @@ Amax table (bytes: n, x is read once):
   torchqat.abs_max against x.abs().amax() and torch.aminmax(x) (per tensor) or x.abs().amax(dims)
   (per channel); "% read" is GB/s over the faster of x.sum() and torch.amax(x), torch's plain reads.
 A dtype torch's kernel refuses (half types per channel on CPU in some torch versions) shows n/a.
-On CUDA, torchqat's forward checks amax values on the host (one device sync per call) unless
+On CUDA, torchqat's forward checks amax values on the host (two device syncs per call) unless
 torchqat.set_cuda_amax_checks(False): the rows "torchqat, no amax check" show what that costs.
 """
 import argparse
@@ -34,14 +34,15 @@ import argparse
 import torch
 
 import torchqat
-from _common import devices, header, measure, num, print_table, timeit
+import _common
+from _common import devices, header, measure, num, print_table, spread, timeit
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHT_SHAPE = (512, 256, 3, 3)
 
 
 def _unchecked(fq):
-    """fq with torchqat's host-side amax check (a device sync on CUDA) switched off for the call."""
+    """fq with torchqat's host-side amax check (two device syncs on CUDA) switched off for the call."""
     def run(t):
         torchqat.set_cuda_amax_checks(False)
         try:
@@ -74,32 +75,33 @@ def _fwd_bwd(fq, x, g):
     return lambda: torch.autograd.grad(fq(xg), xg, g)
 
 
-def bench_fake_quant(x, axis, device, repeat):
+def bench_fake_quant(x, axis, device, repeat, runs=_common.RUNS):
     """Rows (pass, impl, seconds, bytes, vs torch, fraction of copy_ GB/s) for one case and dtype."""
     n = x.numel() * x.element_size()
     out = torch.empty_like(x)
-    copy_s = timeit(lambda: out.copy_(x), device, repeat)
+    copy_s = timeit(lambda: out.copy_(x), device, repeat, runs=runs)
     rows = [("copy_", "out.copy_(x)", copy_s, 2 * n, None),
-            ("clone", "x.clone()", timeit(x.clone, device, repeat), 2 * n, None)]
+            ("clone", "x.clone()", timeit(x.clone, device, repeat, runs=runs), 2 * n, None)]
     g = torch.randn_like(x)
     impls = _fake_quants(x, axis)
     for what, nbytes, make in [("fwd", 2 * n, lambda fq: (lambda: fq(x))),
                                ("fwd+bwd", 5 * n, lambda fq: _fwd_bwd(fq, x, g))]:
-        times = {name: measure(f"{what} {name} {x.dtype}", make(fq), device, repeat) for name, fq in impls}
+        times = {name: measure(f"{what} {name} {x.dtype}", make(fq), device, repeat, runs=runs) for name, fq in impls}
         for name, s in times.items():
-            vs = None if s is None or times["torch"] is None else times["torch"] / s
+            vs = None if s is None or times["torch"] is None else times["torch"].median / s.median
             rows.append((what, name, s, nbytes, vs))
         if what == "fwd+bwd":
-            rows.append((what, "5-pass ideal (2.5 x copy_)", 2.5 * copy_s, nbytes, None))
-    copy_gbs = 2 * n / copy_s
-    return [r + (None if r[2] is None else r[3] / r[2] / copy_gbs,) for r in rows]
+            rows.append((what, "5-pass ideal (2.5 x copy_)", copy_s.scaled(2.5), nbytes, None))
+    copy_gbs = 2 * n / copy_s.median
+    return [r + (None if r[2] is None else r[3] / r[2].median / copy_gbs,) for r in rows]
 
 
-def bench_abs_max(x, axis, device, repeat):
+def bench_abs_max(x, axis, device, repeat, runs=_common.RUNS):
     """Rows [impl, seconds, bytes, fraction of read] for one case and dtype."""
     n = x.numel() * x.element_size()
     dims = [d for d in range(x.dim()) if d != axis]
-    read = {"x.sum()": timeit(x.sum, device, repeat), "torch.amax(x)": timeit(lambda: torch.amax(x), device, repeat)}
+    read = {"x.sum()": timeit(x.sum, device, repeat, runs=runs),
+            "torch.amax(x)": timeit(lambda: torch.amax(x), device, repeat, runs=runs)}
     if axis is None:
         impls = {"torchqat.abs_max(x)": lambda: torch.ops.torchqat.abs_max(x, []),
                  "x.abs().amax()": lambda: x.abs().amax(),
@@ -107,18 +109,18 @@ def bench_abs_max(x, axis, device, repeat):
     else:
         impls = {f"torchqat.abs_max(x, [{axis}])": lambda: torch.ops.torchqat.abs_max(x, [axis]),
                  f"x.abs().amax({tuple(dims)})": lambda: x.abs().amax(dims, keepdim=True)}
-    times = {name: measure(f"{name} {x.dtype}", fn, device, repeat) for name, fn in impls.items()}
+    times = {name: measure(f"{name} {x.dtype}", fn, device, repeat, runs=runs) for name, fn in impls.items()}
     times.update(read)
-    best_read = n / min(read.values())
-    return [[name, s, n, None if s is None else n / s / best_read] for name, s in times.items()]
+    best_read = n / min(r.median for r in read.values())
+    return [[name, s, n, None if s is None else n / s.median / best_read] for name, s in times.items()]
 
 
 def _ms(s):
-    return num(None if s is None else s * 1e3, ".3f")
+    return spread(s, ".3f", 1e3)
 
 
 def _gbs(nbytes, s):
-    return num(None if s is None else nbytes / s / 1e9, ".2f")
+    return num(None if s is None else nbytes / s.median / 1e9, ".2f")
 
 
 def _pct(fraction):
@@ -128,7 +130,8 @@ def _pct(fraction):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=10,
-                   help="timed calls per row (CPU: the best of them; CUDA: the median of twice as many)")
+                   help="timed calls per run (CPU: the best of them; CUDA: the median of twice as many)")
+    p.add_argument("--runs", type=int, default=_common.RUNS, help="runs per figure (median [min, max] shown)")
     p.add_argument("--act", help="fp32 activation shape N,C,H,W (default CPU 32,64,56,56; CUDA 64,256,56,56)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="one device (default: CPU, and CUDA when present)")
     args = p.parse_args()
@@ -147,13 +150,14 @@ def main():
             for case, x, axis in [("per tensor", act, None), ("per channel ax1", act, 1),
                                   ("per channel ax0", weight.to(dtype), 0)]:
                 key = [device.type, f"{case} {'x'.join(map(str, x.shape))}", dname]
-                for what, impl, s, nbytes, vs, frac in bench_fake_quant(x, axis, device, repeat):
+                for what, impl, s, nbytes, vs, frac in bench_fake_quant(x, axis, device, repeat, args.runs):
                     fq_rows.append(key + [what, impl, _ms(s), _gbs(nbytes, s), num(vs, ".2f"), _pct(frac)])
-                for impl, s, nbytes, frac in bench_abs_max(x, axis, device, repeat):
+                for impl, s, nbytes, frac in bench_abs_max(x, axis, device, repeat, args.runs):
                     amax_rows.append(key + [impl, _ms(s), _gbs(nbytes, s), _pct(frac)])
-    print_table("fake quant (ms per call; GB/s: bytes read + written)",
+    print_table(f"fake quant (ms per call: median [min, max] of {args.runs} runs; GB/s, vs torch, % copy: of the "
+                "medians; GB/s: bytes read + written)",
                 ["device", "case", "dtype", "pass", "implementation", "ms", "GB/s", "vs torch", "% copy"], fq_rows, 5)
-    print_table("amax reduction (GB/s: bytes read)",
+    print_table(f"amax reduction (ms: median [min, max] of {args.runs} runs; GB/s: bytes read, of the median)",
                 ["device", "case", "dtype", "implementation", "ms", "GB/s", "% read"], amax_rows, 4)
 
 

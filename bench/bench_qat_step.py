@@ -20,7 +20,7 @@ Variants, all from the same float weights:
                 and its weight through torch.fake_quantize_per_channel_affine, scales fixed to the torchqat
                 model's calibrated amax / 127: the same quantization on torch's kernels
   torchqat, no amax check  (CUDA only) torchqat under torchqat.set_cuda_amax_checks(False); by default
-                its forward checks every amax on the host, one device sync per quantizer call
+                its forward checks every amax on the host, two device syncs per quantizer call
   float, compiled / torchqat, compiled  (--compile) the float and torchqat models under torch.compile
 Pooling stays float in both quantized variants. torchvision's model is used when torchvision imports
 (a build matching this torch); otherwise bench/_resnet.py, the same architecture and layer names.
@@ -33,7 +33,8 @@ from torch import nn
 from torch.nn import functional as F
 
 import torchqat
-from _common import devices, header, measure, num, print_table
+import _common
+from _common import Spread, devices, header, print_table, runs_of, spread
 
 DEFAULTS = {"cuda": dict(arch="resnet50", batch=64, size=224, bf16=True, channels_last=True, compile=True),
             "cpu": dict(arch="resnet18", batch=8, size=112, bf16=False, channels_last=False, compile=False)}
@@ -116,8 +117,9 @@ def step_fn(model, forward, x, target, bf16):
     return step
 
 
-def bench_device(device, cfg, steps, warmup):
-    """Table rows [device, config, variant, ms/step, vs float] for one device and configuration."""
+def bench_device(device, cfg, steps, warmup, runs=_common.RUNS):
+    """Table rows [device, config, variant, ms/step, vs float] for one device and configuration: each
+    median [min, max] over runs; the variants' runs interleave, and vs float is taken run by run."""
     torch.manual_seed(0)
     fmt = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
     model, source = build_model(cfg["arch"])
@@ -136,11 +138,11 @@ def bench_device(device, cfg, steps, warmup):
     nq = sum(isinstance(m, torchqat.nn.TensorQuantizer) for m in tq.modules())
     config = (f"{cfg['arch']} ({source}, {nq} quantizers), bs {cfg['batch']}, {cfg['size']}x{cfg['size']}, "
               f"{'bf16 autocast' if cfg['bf16'] else 'fp32'}{', channels_last' if cfg['channels_last'] else ''}")
-    times = {name: measure(name, step_fn(m, fwd, x, target, cfg["bf16"]), device, steps, warmup)
-             for name, m, fwd in variants}
-    return [[device.type, config, name, num(None if s is None else s * 1e3, ".1f"),
-             num(None if s is None or times["float"] is None else s / times["float"], ".2f")]
-            for name, s in times.items()]
+    per_run = runs_of({name: step_fn(m, fwd, x, target, cfg["bf16"]) for name, m, fwd in variants}, device, steps,
+                      warmup, runs)
+    return [[device.type, config, name, spread(Spread.of(s), ".1f", 1e3),
+             spread(Spread.of(a / b for a, b in zip(s, per_run["float"])), ".2f")]
+            for name, s in per_run.items()]
 
 
 def main():
@@ -155,6 +157,7 @@ def main():
                    help="add torch.compile(fullgraph=True) variants (default: on CUDA only)")
     p.add_argument("--steps", type=int, help="timed steps (default CPU 3, CUDA 20)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default CPU 1, CUDA 5)")
+    p.add_argument("--runs", type=int, default=_common.RUNS, help="runs per figure (median [min, max] shown)")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
@@ -167,8 +170,9 @@ def main():
         cfg = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in DEFAULTS[device.type].items()}
         steps = args.steps or (20 if cuda else 3)
         warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
-        rows += bench_device(device, cfg, steps, warmup)
-    print_table("QAT training step (ms per step: CPU best, CUDA median of the timed steps)",
+        rows += bench_device(device, cfg, steps, warmup, args.runs)
+    print_table(f"QAT training step (median [min, max] of {args.runs} runs; a run: CPU best, CUDA median of the "
+                "timed steps; vs float: per run, this variant / the float step of the same run)",
                 ["device", "config", "variant", "ms/step", "vs float"], rows, 3)
 
 

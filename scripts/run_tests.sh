@@ -8,6 +8,8 @@ bash scripts/build.sh
 PY=${PYTHON:-python3}
 echo "== C++ tests (Catch2 via ctest)"
 (cd build && ctest --output-on-failure -j "$(nproc)")
+# Fails when a ctest entry ran no Catch test case or the entries differ from the binary's test list.
+$PY scripts/check_ctest.py build
 echo "== Python tests (pytest)"
 # Run from tests/ so the installed package (not ./python) is what gets imported.
 (cd tests/python && $PY -m pytest -q -p no:cacheprovider .)

@@ -244,12 +244,39 @@ TEST_CASE("amax searches on hand-checkable histograms", "[calib]") {
 }
 
 TEST_CASE("HistogramCalibrator merges state for distributed use", "[calib]") {
-  HistogramCalibrator a(8, std::nullopt, false), b(8, std::nullopt, false);
-  a.collect(torch::randn({1000}));
-  b.set_state(a.histogram() * 2, a.bin_width());
-  REQUIRE(b.histogram().sum().item<int64_t>() == 2000);
+  torch::manual_seed(5);
+  const auto x1 = torch::randn({1000});
+  const auto x2 = torch::randn({1500}) * 3;
+  // Two ranks bin with one width: each reserves the all-reduced max, then collects its own data;
+  // the merged state is the sum of the histograms, grown to one length.
+  const double vmax = std::max(x1.abs().max().item<double>(), x2.abs().max().item<double>());
+  HistogramCalibrator a(8, std::nullopt, false), b(8, std::nullopt, false), whole(8, std::nullopt, false);
+  for (auto* c : {&a, &b, &whole}) c->reserve_range(vmax);
+  a.collect(x1);
+  b.collect(x2);
+  whole.collect(x1);
+  whole.collect(x2);
+  REQUIRE(a.bin_width() == b.bin_width());
+  const int64_t n = std::max(a.histogram().numel(), b.histogram().numel());
+  a.grow_to(n);
+  b.grow_to(n);
+  HistogramCalibrator merged(8, std::nullopt, false);
+  merged.set_state(a.histogram() + b.histogram(), a.bin_width());
+  REQUIRE(merged.histogram().sum().item<int64_t>() == 2500);
+  REQUIRE(merged.bin_width() == whole.bin_width());
+  REQUIRE(torch::equal(merged.histogram(), whole.histogram().narrow(0, 0, merged.histogram().numel())));
+  REQUIRE(whole.histogram().narrow(0, n, whole.histogram().numel() - n).sum().item<int64_t>() == 0);
+  for (const char* method : {"entropy", "percentile", "mse"}) {
+    INFO(method);
+    AmaxOptions opts;
+    opts.method = method;
+    const double want = whole.compute_amax(opts)->item<double>();
+    REQUIRE(merged.compute_amax(opts)->item<double>() == want);
+    REQUIRE(a.compute_amax(opts)->item<double>() != want);  // one rank alone sees other data
+  }
   b.grow_to(b.histogram().numel() + 5);
-  REQUIRE(b.histogram().numel() == 2053);
+  REQUIRE(b.histogram().numel() == n + 5);
+  REQUIRE(b.histogram().narrow(0, n, 5).sum().item<int64_t>() == 0);
   CHECK_THROWS_AS(b.set_state(torch::zeros({4}), 1.0), c10::ValueError);
   CHECK_THROWS_AS(b.set_state(-torch::ones({4}, at::kLong), 1.0), c10::ValueError);
   CHECK_THROWS_AS(b.set_state(torch::ones({4}, at::kLong), 0.0), c10::ValueError);

@@ -98,7 +98,7 @@ TEST_CASE("load_checkpoint fills a fresh model from torch::save, amax included",
   REQUIRE(torch::equal(b(x), a(x)));
 }
 
-TEST_CASE("load_checkpoint reads a pickled dict; per-channel amax may be [K] or broadcast-shaped", "[checkpoint]") {
+TEST_CASE("load_checkpoint reads a pickled dict, per-channel amax may be [K] or broadcast-shaped", "[checkpoint]") {
   Net a = calibrated_net();
   TensorDict d = dict_of(*a);
   d.insert_or_assign("conv._weight_quantizer._amax", a->conv->weight_quantizer()->amax().reshape({4}));

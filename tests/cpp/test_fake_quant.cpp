@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include "reference.h"
 #include "torchqat/ops.h"
 
 using torchqat::fake_quant;
@@ -30,13 +31,51 @@ TEST_CASE("per-channel fake_quant equals at::fake_quantize_per_channel_affine", 
   }
 }
 
-TEST_CASE("STE mask passes the clip range only; amax gets a gradient when it requires one", "[ops][autograd]") {
+TEST_CASE("STE mask passes the clip range only, amax gets a gradient when it requires one", "[ops][autograd]") {
   auto x = torch::tensor({-3.0f, -1.0f, 0.2f, 1.0f, 3.0f}).requires_grad_();
   auto amax = torch::tensor(1.0f).requires_grad_();
   fake_quant(x, amax).sum().backward();
   REQUIRE(torch::equal(x.grad(), torch::tensor({0.0f, 1.0f, 1.0f, 1.0f, 0.0f})));
-  REQUIRE(amax.grad().defined());
-  REQUIRE(std::isfinite(amax.grad().item<float>()));
+  // The value: autograd of the written-out LSQ reference, in double, times LSQ's 1/sqrt(n * bound).
+  auto amax_ref = torch::tensor(1.0, torch::kDouble).requires_grad_();
+  torchqat_test::lsq_fake_quant(x.detach().to(torch::kDouble), amax_ref).sum().backward();
+  const double want = amax_ref.grad().item<double>() * torchqat_test::lsq_grad_scale(5);
+  REQUIRE(want != 0.0);
+  REQUIRE(amax.grad().item<float>() == Approx(want).epsilon(1e-5));
+}
+
+TEST_CASE("gradients of x and amax equal autograd of a plain reference, per tensor and per channel", "[ops][autograd]") {
+  torch::manual_seed(3);
+  const auto xd = torch::randn({6, 4, 5}, torch::kDouble) * 2;
+  const auto g = torch::randn_like(xd);
+  for (int64_t axis : {-1, 0, 2}) {
+    for (auto [is_unsigned, narrow] : {std::pair{false, false}, std::pair{false, true}, std::pair{true, false}}) {
+      INFO("axis " << axis << " unsigned " << is_unsigned << " narrow " << narrow);
+      const auto x0 = is_unsigned ? xd.abs() : xd;
+      int64_t k = 1;
+      at::Tensor a0 = torch::rand({}, torch::kDouble) + 0.7;
+      if (axis >= 0) {
+        std::vector<int64_t> shape{1, 1, 1};
+        shape[axis] = k = x0.size(axis);
+        a0 = torch::rand(shape, torch::kDouble) + 0.7;  // broadcast-shaped: the axis is inferred
+      }
+      auto x = x0.to(torch::kFloat).requires_grad_();
+      auto amax = a0.to(torch::kFloat).requires_grad_();
+      fake_quant(x, amax, 8, is_unsigned, narrow).backward(g.to(torch::kFloat));
+
+      auto xr = x0.clone().requires_grad_();
+      auto ar = a0.clone().requires_grad_();
+      torchqat_test::lsq_fake_quant(xr, ar, 8, is_unsigned, narrow).backward(g);
+      // The STE mask |x| <= amax (pytorch-quantization's), not the reference's [qmin * step, amax].
+      const auto inside = x0.abs() <= ar.detach();
+      const auto gf = g.to(torch::kFloat);
+      REQUIRE(torch::equal(x.grad(), torch::where(inside, gf, torch::zeros_like(gf))));
+      // float32 kernel against a float64 reference: sums of 120 / k terms of size <= bound, so 1e-4
+      // relative covers float32 rounding; a wrong LSQ scale (>= 1/sqrt(2) off) or sign is far outside.
+      const auto want = ar.grad() * torchqat_test::lsq_grad_scale(x0.numel() / k, 8, is_unsigned);
+      REQUIRE(torch::allclose(amax.grad().to(torch::kDouble), want, 1e-4, 1e-6));
+    }
+  }
 }
 
 TEST_CASE("amax 0 and -0 quantize to zero in every dtype, forward and backward", "[ops]") {

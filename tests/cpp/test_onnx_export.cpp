@@ -258,6 +258,24 @@ TEST_CASE("export_model: ConvTranspose weights on axis 1, unsigned, zero amax, n
   REQUIRE(in.size() == 1);
   REQUIRE(initializer(m, "_input_quantizer.zero_point").dtype == DataType::kUInt8);
   REQUIRE(floats(initializer(m, "_input_quantizer.scale"))[0] == 2.0f / 255.0f);
+
+  // Narrow range exports as the full int8 range with the same scale amax / 127 (export.h): the
+  // Q/DQ pair and its int8 zero point are there, and the scale is not amax / 126 or amax / 254.
+  tqnn::QuantLinear fc(torch::nn::LinearOptions(4, 3),
+                       torchqat::QuantDescriptor().amax(std::vector<float>{1.5f}).narrow_range(true),
+                       tqnn::QuantLinearImpl::default_quant_desc_weight().narrow_range(true));
+  {
+    torch::NoGradGuard no_grad;
+    fc->weight_quantizer()->set_amax(torch::full({3, 1}, 0.5f));
+  }
+  REQUIRE(fc->input_quantizer()->desc().narrow_range());
+  REQUIRE(fc->weight_quantizer()->desc().narrow_range());
+  const Model nr = export_and_read(fc, {torch::randn({2, 4})});
+  REQUIRE(count(nr, "QuantizeLinear") == 2);
+  REQUIRE(count(nr, "DequantizeLinear") == 2);
+  REQUIRE(initializer(nr, "_input_quantizer.zero_point").dtype == DataType::kInt8);
+  REQUIRE(floats(initializer(nr, "_input_quantizer.scale"))[0] == 1.5f / 127.0f);
+  REQUIRE(floats(initializer(nr, "_weight_quantizer.scale")) == std::vector<float>(3, 0.5f / 127.0f));
 }
 
 TEST_CASE("export_model: plain torch::nn layers, disabled quantizers and multi-input forwards", "[onnx]") {

@@ -11,6 +11,7 @@
 #include "torchqat/nn/quant_conv_transpose.h"
 #include "torchqat/nn/quant_linear.h"
 #include "torchqat/nn/quant_pooling.h"
+#include "reference.h"
 #include "torchqat/ops.h"
 
 namespace F = torch::nn::functional;
@@ -53,11 +54,23 @@ TEST_CASE("QuantConv2d equals conv2d of the fake-quantized input and weight, bit
                           F::Conv2dFuncOptions().bias(dyn->bias));
     REQUIRE(torch::equal(dyn(x), dref));
   }
-  SECTION("gradients reach the weight and the input through the STE") {
+  SECTION("gradients of the weight and the input equal autograd of the STE reference") {
+    torch::manual_seed(4);
     auto xg = x.clone().requires_grad_();
-    conv(xg).sum().backward();
-    REQUIRE(conv->weight.grad().defined());
-    REQUIRE(xg.grad().defined());
+    const auto g = torch::randn_like(conv(x));
+    conv(xg).backward(g);
+    // The reference: conv2d of tests/cpp/reference.h's ste_fake_quant (ATen's fake-quant forward,
+    // clamp's gradient) on copies of x and the weight.
+    auto xr = x.clone().requires_grad_();
+    auto wr = conv->weight.detach().clone().requires_grad_();
+    F::conv2d(torchqat_test::ste_fake_quant(xr, a_in), torchqat_test::ste_fake_quant(wr, a_w, 0),
+              F::Conv2dFuncOptions().bias(conv->bias.detach()).stride(2).padding(1).groups(2))
+        .backward(g);
+    // Same forward values and the same conv backward: equal up to float summation order.
+    REQUIRE(torch::allclose(xg.grad(), xr.grad(), 1e-5, 1e-6));
+    REQUIRE(torch::allclose(conv->weight.grad(), wr.grad(), 1e-5, 1e-6));
+    REQUIRE(xr.grad().abs().sum().item<float>() > 0);  // some inputs lie inside the clip range ...
+    REQUIRE((xr.grad() == 0).any().item<bool>());       // ... and some outside (|x| > 2.5)
   }
 }
 
@@ -131,7 +144,7 @@ TEST_CASE("QuantConvTranspose1d / 3d equal the float ops", "[nn]") {
   }
 }
 
-TEST_CASE("QuantLinear equals linear of the fake-quantized input and weight; weight amax is [out,1]", "[nn]") {
+TEST_CASE("QuantLinear equals linear of the fake-quantized input and weight, weight amax is [out,1]", "[nn]") {
   torch::manual_seed(4);
   tqnn::QuantLinear fc(torch::nn::LinearOptions(8, 5));
   const auto a_w = channel_amax(fc->weight, 0);
@@ -276,7 +289,7 @@ TEST_CASE("class-level default descriptors apply to later constructions of that 
                     Catch::Contains("num_bits"));
 }
 
-TEST_CASE("QuantAdd shares one quantizer by default; QuantConcat quantizes every input with one", "[nn]") {
+TEST_CASE("QuantAdd shares one quantizer by default, QuantConcat quantizes every input with one", "[nn]") {
   torch::manual_seed(8);
   auto x = torch::randn({2, 3, 4}) * 2;
   auto y = torch::randn({2, 3, 4});

@@ -107,7 +107,7 @@ TEST_CASE("replacement inside nested Sequentials reaches Sequential::forward", "
   REQUIRE(tqnn::replace_with_quant_modules(model).empty());
 }
 
-TEST_CASE("include / exclude patterns select subtrees; max_pool is opt-in", "[nn][replace]") {
+TEST_CASE("include / exclude patterns select subtrees, max_pool is opt-in", "[nn][replace]") {
   {
     auto model = backbone_and_head();
     auto r = tqnn::replace_with_quant_modules(model, tqnn::ReplaceOptions().exclude({"head"}).max_pool(true));
@@ -193,7 +193,7 @@ TEST_CASE("a layer registered twice becomes one quantized layer registered twice
   REQUIRE(seq->ptr<tqnn::QuantConv2dImpl>(0));
 }
 
-TEST_CASE("custom parents: by-name lookups are rewired; member holders are an error", "[nn][replace][errors]") {
+TEST_CASE("custom parents: by-name lookups are rewired, member holders are an error", "[nn][replace][errors]") {
   ByNameNet by_name;
   REQUIRE(tqnn::replace_with_quant_modules(by_name) == Names{"conv"});
   REQUIRE(std::dynamic_pointer_cast<tqnn::QuantConv2dImpl>(by_name->named_children()["conv"]));

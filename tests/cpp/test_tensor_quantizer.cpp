@@ -4,6 +4,7 @@
 
 #include <sstream>
 
+#include "reference.h"
 #include "torchqat/ops.h"
 #include "torchqat/tensor_quantizer.h"
 
@@ -16,7 +17,7 @@ TEST_CASE("descriptor validation names the field", "[quantizer]") {
   CHECK_THROWS_WITH(TensorQuantizer(QuantDescriptor().amax(std::vector<float>{-1.0f})), Catch::Contains("amax"));
 }
 
-TEST_CASE("a quantizer with amax fake-quantizes; disabled passes through", "[quantizer]") {
+TEST_CASE("a quantizer with amax fake-quantizes, disabled passes through", "[quantizer]") {
   TensorQuantizer q(QuantDescriptor().amax(std::vector<float>{2.0f}));
   auto x = torch::randn({3, 4}) * 3;
   REQUIRE(torch::equal(q(x), torchqat::fake_quant(x, torch::tensor(2.0f))));
@@ -51,12 +52,24 @@ TEST_CASE("_amax is saved and loaded under the pytorch-quantization key", "[quan
 TEST_CASE("learned amax is a parameter and receives the LSQ gradient", "[quantizer]") {
   TensorQuantizer q(QuantDescriptor().learn_amax(true).amax(std::vector<float>{1.0f}));
   REQUIRE(q->named_parameters().contains("_amax"));
-  auto x = torch::randn({64}) * 2;
+  torch::manual_seed(2);
+  auto x = (torch::randn({64}) * 2).requires_grad_();
   q(x).pow(2).sum().backward();
   REQUIRE(q->amax().grad().defined());
+  // Against autograd of the written-out LSQ fake quant in double (tests/cpp/reference.h).
+  auto xr = x.detach().to(torch::kDouble).requires_grad_();
+  auto ar = torch::tensor(1.0, torch::kDouble).requires_grad_();
+  torchqat_test::lsq_fake_quant(xr, ar).pow(2).sum().backward();
+  const double want = ar.grad().item<double>() * torchqat_test::lsq_grad_scale(64);
+  REQUIRE(want != 0.0);
+  // float32 against float64 over 64 terms: 1e-4 relative; a wrong LSQ scale or sign is far outside.
+  REQUIRE(q->amax().grad().item<float>() == Approx(want).epsilon(1e-4));
+  // x: the STE mask |x| <= amax applied to d(y^2)/dy = 2y.
+  const auto y = torchqat::fake_quant(x.detach(), torch::tensor(1.0f));
+  REQUIRE(torch::allclose(x.grad(), torch::where(x.detach().abs() <= 1.0f, 2 * y, torch::zeros_like(y))));
 }
 
-TEST_CASE("load_calib_amax before calibration is an error; calib mode then loads max amax", "[quantizer][errors]") {
+TEST_CASE("load_calib_amax before calibration is an error, calib mode then loads max amax", "[quantizer][errors]") {
   TensorQuantizer q;
   CHECK_THROWS_WITH(q->load_calib_amax(), Catch::Contains("no calibrator"));
   q->enable_calib();

@@ -10,6 +10,7 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "bench"))
 
+import _common  # noqa: E402
 import _resnet  # noqa: E402
 import bench_fake_quant  # noqa: E402
 import bench_qat_step  # noqa: E402
@@ -29,13 +30,13 @@ def test_resnet_matches_torchvision_size(arch, params):
 @pytest.mark.parametrize("shape, axis", [((2, 4, 6, 6), None), ((2, 4, 6, 6), 1), ((8, 4, 3, 3), 0)])
 def test_fake_quant_rows(shape, axis, dtype):
     x = torch.randn(shape).to(dtype)
-    rows = bench_fake_quant.bench_fake_quant(x, axis, CPU, repeat=1)
+    rows = bench_fake_quant.bench_fake_quant(x, axis, CPU, repeat=1, runs=2)
     assert [(r[0], r[1]) for r in rows] == [
         ("copy_", "out.copy_(x)"), ("clone", "x.clone()"), ("fwd", "torchqat"), ("fwd", "torch"),
         ("fwd+bwd", "torchqat"), ("fwd+bwd", "torch"), ("fwd+bwd", "5-pass ideal (2.5 x copy_)")]
     assert rows[0][5] == pytest.approx(1.0)
     assert rows[-1][5] == pytest.approx(1.0)
-    amax_rows = bench_fake_quant.bench_abs_max(x, axis, CPU, repeat=1)
+    amax_rows = bench_fake_quant.bench_abs_max(x, axis, CPU, repeat=1, runs=2)
     assert amax_rows[0][0].startswith("torchqat.abs_max") and amax_rows[0][1] is not None
 
 
@@ -60,6 +61,20 @@ def test_quantized_variants_quantize_every_conv_and_linear():
 
 def test_qat_step_rows():
     cfg = dict(arch="resnet18", batch=2, size=32, bf16=False, channels_last=False)
-    rows = bench_qat_step.bench_device(CPU, cfg, steps=1, warmup=0)
+    rows = bench_qat_step.bench_device(CPU, cfg, steps=1, warmup=0, runs=2)
     assert [r[2] for r in rows] == ["float", "torchqat", "torch native"]
-    assert rows[0][4] == "1.00"
+    assert rows[0][4] == "1.00 [1.00, 1.00]"  # the float step over itself, run by run
+
+
+def test_every_figure_is_repeated_and_reported_with_its_spread():
+    assert _common.RUNS >= 5
+    s = _common.Spread.of([3.0, 1.0, 2.0, 5.0, 4.0])
+    assert (s.median, s.min, s.max, s.runs) == (3.0, 1.0, 5.0, 5)
+    assert _common.spread(s, ".1f", 1e3) == "3000.0 [1000.0, 5000.0]"
+    assert _common.spread(None, ".1f") == "n/a"
+    calls = []
+    t = _common.timeit(lambda: calls.append(1), CPU, repeat=3, warmup=1)
+    assert t.runs == _common.RUNS and len(calls) == 1 + 3 * _common.RUNS
+    assert 0 <= t.min <= t.median <= t.max
+    per_run = _common.runs_of({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, CPU, 1, 0, 3)
+    assert calls[-6:] == ["a", "b"] * 3 and [len(v) for v in per_run.values()] == [3, 3]  # interleaved

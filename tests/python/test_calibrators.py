@@ -549,25 +549,66 @@ def _batches(n=4, seed=0):
     return [(torch.randn(2, 3, 8, 8, generator=g), torch.zeros(2)) for _ in range(n)]
 
 
+def _record_inputs(model):
+    """{quantizer: [tensors it is called with]} and the hook handles (remove them after)."""
+    seen, handles = {}, []
+    for m in model.modules():
+        if isinstance(m, TensorQuantizer):
+            seen[m] = []
+            handles.append(m.register_forward_pre_hook(lambda mod, args: seen[mod].append(args[0].detach().clone())))
+    return seen, handles
+
+
+def ref_calibrated_amax(batches, method, axis=None, width=None):
+    """The amax calibrate() must load, from the tensors a quantizer saw, by the numpy references
+    above: abs-max (per tensor, or per channel on the kept dims axis: calibrate uses max there), or
+    the search on a 2048-bin histogram of `width` (the first batch's abs-max / 2048) that later
+    batches extend."""
+    arrays = [b.numpy() for b in batches]
+    if axis is not None:
+        keep = {axis} if isinstance(axis, int) else set(axis)
+        dims = tuple(d for d in range(arrays[0].ndim) if d not in keep)
+        return np.max([np.abs(a).max(axis=dims) for a in arrays], axis=0)
+    if method == "max":
+        return max(np.abs(a).max() for a in arrays)
+    hist = ref_hist_batches([a.ravel() for a in arrays], width, 2048)
+    edges = np.arange(len(hist) + 1) * width
+    if method == "entropy":
+        return ref_entropy(hist, edges)
+    if method == "mse":
+        return ref_mse(hist, width)
+    return ref_percentile(hist, edges, 99.99)
+
+
 @pytest.mark.parametrize("method", ["max", "entropy", "percentile", "mse"])
 def test_calibrate_loads_amax_and_restores_quantization(method):
     model = _tiny_model()
     data = _batches()
     model.train()
+    seen, handles = _record_inputs(model)
     torchqat.calibrate(model, data, method=method, progress=False)
+    for h in handles:
+        h.remove()
     assert model.training
     quantizers = [m for m in model.modules() if isinstance(m, TensorQuantizer)]
     assert len(quantizers) == 6
     for q in quantizers:
         assert q._if_quant and not q._if_calib
-        assert q.amax is not None and torch.isfinite(q.amax).all()
+        assert len(seen[q]) == len(data)
+        width = None
+        if q.axis is None and method != "max":
+            # The histogram's width is the first batch's abs-max / 2048 (checked); the reference bins
+            # with that exact value so that edges agree to the bit.
+            width = q._calibrator._calib_bin_width
+            assert width == pytest.approx(float(seen[q][0].abs().max()) / 2048, rel=1e-6)
+        want = ref_calibrated_amax(seen[q], method, q.axis, width)
+        got = q.amax.numpy()
+        # Same float32 edges and candidates as the reference: equal up to float32 rounding of an edge.
+        np.testing.assert_allclose(got.reshape(-1), np.reshape(want, -1), rtol=1e-6, atol=0)
     first = model[0]._input_quantizer
     x = torch.cat([b[0] for b in data])
     if method == "max":
         assert first.amax.item() == x.abs().max().item()
-    else:
-        assert isinstance(first._calibrator, calib.HistogramCalibrator)
-        assert first.amax.item() == first._calibrator.compute_amax(method).item()
     w = model[0].weight
     assert torch.equal(model[0]._weight_quantizer.amax.reshape(-1), w.abs().amax(dim=(1, 2, 3)))
 

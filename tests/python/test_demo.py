@@ -4,7 +4,10 @@ import os
 import subprocess
 import sys
 
+import matplotlib  # noqa: F401  (the demo's plot; required, like onnx and onnxruntime)
 import numpy as np
+import onnx
+import onnxruntime  # noqa: F401  (the demo's ONNX Runtime row)
 import pytest
 import torch
 

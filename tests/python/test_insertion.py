@@ -1,4 +1,5 @@
 """Insertion: quant_modules.initialize/deactivate (global monkey patch) and quantize_model (in place)."""
+import math
 import warnings
 
 import pytest
@@ -76,7 +77,6 @@ def test_default_quant_map_names_match_pytorch_quantization():
 
 
 def test_pytorch_quantization_script_runs_with_changed_imports():
-    calib_mod = pytest.importorskip("torchqat.calib")
     # --- a pytorch-quantization script; only the imports were changed -------------------------
     from torchqat import nn as quant_nn, calib, quant_modules, tensor_quant  # noqa: F811
     from torchqat.tensor_quant import QuantDescriptor
@@ -112,14 +112,41 @@ def test_pytorch_quantization_script_runs_with_changed_imports():
                     module.load_calib_amax()
                 else:
                     module.load_calib_amax("percentile", percentile=99.99)
-        assert isinstance(model[0], quant_nn.QuantConv2d)
-        assert model[0]._weight_quantizer.amax.shape == (8, 1, 1, 1)
-        assert model[0]._input_quantizer.amax.shape == ()
-        out = model(data[0])
-        assert out.shape == (4, 4) and torch.isfinite(out).all()
-        fq = tensor_quant.fake_tensor_quant(data[0], data[0].abs().max())
-        assert fq.shape == data[0].shape
-        assert calib_mod is calib
+        # --- end of the script: check what it computed --------------------------------------
+        conv, pool, fc = model[0], model[2], model[4]
+        assert isinstance(conv, quant_nn.QuantConv2d) and isinstance(fc, quant_nn.QuantLinear)
+        assert isinstance(pool, quant_nn.QuantAdaptiveAvgPool2d)
+        # Weights: per-channel max calibration; the image input: the 99.99th percentile of |x| over
+        # the three batches (the ceil(0.9999 n)-th smallest value), to within one histogram bin
+        # (abs-max of the first batch / 2048): pytorch-quantization takes the edge of its bin.
+        assert torch.equal(conv._weight_quantizer.amax, conv.weight.detach().abs().amax((1, 2, 3), keepdim=True))
+        assert torch.equal(fc._weight_quantizer.amax, fc.weight.detach().abs().amax(1, keepdim=True))
+        xs = torch.cat(data).abs().flatten()
+        width = float(data[0].abs().max()) / 2048
+        assert conv._input_quantizer.amax.shape == ()
+        kth = float(xs.sort().values[math.ceil(0.9999 * xs.numel()) - 1])
+        assert abs(float(conv._input_quantizer.amax) - kth) <= width
+        # The forward: float ops on tensors fake-quantized by torch's own kernels with those amaxes.
+        def fq(t, amax):
+            # the step in float32, as torchqat computes it
+            return torch.fake_quantize_per_tensor_affine(t, float(torch.as_tensor(amax).float() / 127), 0, -128, 127)
+
+        def fq_rows(w, amax):
+            scale = amax.reshape(-1) / 127
+            return torch.fake_quantize_per_channel_affine(w, scale, torch.zeros_like(scale, dtype=torch.int32),
+                                                          0, -128, 127)
+        x = data[0]
+        with torch.no_grad():
+            out = model(x)
+            h = torch.relu(nn.functional.conv2d(fq(x, conv._input_quantizer.amax),
+                                                fq_rows(conv.weight, conv._weight_quantizer.amax), conv.bias))
+            h = nn.functional.adaptive_avg_pool2d(fq(h, pool._input_quantizer.amax), 1).flatten(1)
+            want = nn.functional.linear(fq(h, fc._input_quantizer.amax), fq_rows(fc.weight, fc._weight_quantizer.amax),
+                                        fc.bias)
+        # Same quantized operands (torchqat's fake quant equals torch's bit for bit, test_fake_quant.py):
+        # only the float summation order of conv / linear differs, 1e-5 of the output's magnitude.
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+        assert torch.equal(tensor_quant.fake_tensor_quant(x, x.abs().max()), fq(x, x.abs().max()))
     finally:
         quant_nn.QuantConv2d.default_quant_desc_input = tensor_quant.QUANT_DESC_8BIT_PER_TENSOR
         quant_nn.QuantLinear.default_quant_desc_input = tensor_quant.QUANT_DESC_8BIT_PER_TENSOR

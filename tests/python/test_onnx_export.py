@@ -4,6 +4,7 @@ import copy
 import io
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from torch import nn
@@ -14,24 +15,15 @@ from torchqat import placement
 from torchqat import onnx as tq_onnx
 from torchqat.tensor_quant import QuantDescriptor
 
+import ort_check
 import yolo_like
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+from ort_check import assert_matches as _assert_matches, session as _session
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",
                                         "ignore::torch.jit.TracerWarning")
 
 
 # ----- helpers ---------------------------------------------------------------------------------------------
-def _session(proto_or_path):
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # ORT's own int8 fusions round differently
-    so.intra_op_num_threads = 1
-    data = proto_or_path.SerializeToString() if isinstance(proto_or_path, onnx.ModelProto) else proto_or_path
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-
-
 def _run(proto, *xs):
     sess = _session(proto)
     names = [i.name for i in sess.get_inputs()]
@@ -42,20 +34,6 @@ def _torch_out(model, *xs):
     with torch.no_grad():
         out = model(*xs)
     return [t.float().numpy() for t in (out if isinstance(out, (list, tuple)) else [out])]
-
-
-def _assert_matches(got, want, min_exact=0.5):
-    """Every output within one int8 step of the output (abs-max / 127); most elements equal to 1e-6."""
-    assert len(got) == len(want)
-    exact = total = 0
-    for g, w in zip(got, want):
-        assert g.shape == w.shape
-        err = np.abs(g - w)
-        step = np.abs(w).max() / 127
-        assert err.max() <= step, f"max error {err.max()} > one output step {step}"
-        exact += int((err <= 1e-6 * np.maximum(1.0, np.abs(w))).sum())
-        total += err.size
-    assert exact / total >= min_exact, f"only {exact / total:.1%} of the elements match to 1e-6"
 
 
 def _scale(proto, name):
@@ -182,6 +160,27 @@ def test_checker_ort_and_dynamic_batch(which, request):
     size = 16 if which == "resnet" else 64
     x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(5))  # batch 3 through a batch-1 export
     _assert_matches(_run(proto, x), _torch_out(model, x))
+
+
+@pytest.mark.parametrize("which", ["resnet", "yolo"])
+def test_a_scale_one_percent_off_fails_the_comparison(which, request):
+    """The mutation check of the comparison above: the same graph with one scale initializer times
+    1.01 (what an exporter writing a wrong amax produces) must fail it."""
+    model, proto = request.getfixturevalue(which)
+    size = 16 if which == "resnet" else 64
+    x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(5))
+    want = _torch_out(model, x)
+    _assert_matches(_run(proto, x), want)
+    names = ort_check.activation_scales(proto)
+    assert len(names) >= 8
+    if which == "yolo":
+        names = names[:: len(names) // 8]  # 8 spread over the network: each ORT run costs a session
+    else:
+        inits = {t.name for t in proto.graph.initializer}
+        names.append(next(q.input[1] for q in _qdq(proto) if q.input[0] in inits))  # a weight's scale
+    for name in names:
+        with pytest.raises(AssertionError):
+            _assert_matches(_run(ort_check.with_scale(proto, name, 1.01), x), want)
 
 
 def test_yolo_weights_are_initializers_and_scales_shared(yolo):
