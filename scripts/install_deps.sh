@@ -22,7 +22,8 @@ if ! $PY - <<'PYEOF' >/dev/null 2>&1
 import importlib
 import torch
 assert torch.__version__.startswith("2.11.0"), torch.__version__
-for m in ("numpy", "pytest", "onnx", "onnxruntime", "onnxscript", "onnx_ir", "tqdm", "matplotlib", "setuptools", "wheel", "pybind11"):
+for m in ("numpy", "pytest", "onnx", "onnxruntime", "onnxscript", "onnx_ir", "tqdm", "matplotlib", "setuptools", "wheel", "pybind11",
+          "torchvision"):
     importlib.import_module(m)
 PYEOF
 then

@@ -29,7 +29,7 @@ def prepare(model, example_inputs, exclude=("model.105.m.*",), fold_bn=True):
     """
     model.eval()
     if fold_bn:
-        torchqat.fold_bn(model)
+        torchqat.fold_bn(model, example_inputs=example_inputs)
     # Activations: histogram statistics (the search runs at calibration); weights: per-channel max.
     torchqat.quantize_model(model, exclude=list(exclude),
                             quant_desc_input=QuantDescriptor(num_bits=8, calib_method="histogram"))

@@ -7,8 +7,9 @@ per group). The new weight and bias are computed in float64 and rounded once to 
 dtype, so they are exact to that rounding. Folding uses eval-mode BN semantics (running stats),
 as TensorRT does and as NVIDIA's YOLOv7 QAT recipe does before inserting quantizers.
 
-Pairs are found on a torch.fx trace (a conv whose only reader is a BN) and between adjacent
-entries of nn.Sequential containers (also inside modules fx could not trace). The BN is replaced
+Pairs are found on the model's graph (a conv whose only reader is a BN): a recorded run when
+example inputs are given (torchqat.capture.record: any model that runs), else a torch.fx trace;
+and between adjacent entries of nn.Sequential containers (also inside modules fx could not trace). The BN is replaced
 by nn.Identity in its parent, so the model's own forward code keeps working. Conv and Linear
 (with BatchNorm1d) are folded; QuantConv/QuantLinear too, before or after quantizer insertion:
 a calibrated per-channel weight amax is rescaled by |s| (the quantized integers do not change);
@@ -41,13 +42,10 @@ def _sequential_pairs(model):
     return pairs
 
 
-def _fx_pairs(model, leaf_modules):
-    graph, _ = placement.trace(model, leaf_modules)
+def _graph_pairs(model, leaf_modules, example_inputs):
+    graph, _ = placement.capture_graph(model, example_inputs, leaf_modules)
     modules = dict(model.named_modules(remove_duplicate=False))
-    calls = {}
-    for n in graph.nodes:
-        if n.op == "call_module":
-            calls[n.target] = calls.get(n.target, 0) + 1
+    calls = {name: graph.call_counts.get(id(m), 0) for name, m in modules.items()}
     pairs = []
     for n in graph.nodes:
         if n.op != "call_module" or not isinstance(modules[n.target], _BN) or not n.args:
@@ -61,10 +59,10 @@ def _fx_pairs(model, leaf_modules):
     return pairs
 
 
-def find_conv_bn_pairs(model, leaf_modules=()):
+def find_conv_bn_pairs(model, leaf_modules=(), example_inputs=None):
     """[(conv name, bn name)] that fold_bn would fold."""
     try:
-        pairs = _fx_pairs(model, leaf_modules)
+        pairs = _graph_pairs(model, leaf_modules, example_inputs)
     except RuntimeError as e:
         warnings.warn(f"fold_bn: {e}; folding only conv+BN pairs inside nn.Sequential", stacklevel=3)
         pairs = []
@@ -130,14 +128,16 @@ def _rescale_weight_amax(conv, s):
                       "it is stale now: recalibrate the weights", stacklevel=4)
 
 
-def fold_bn(model, leaf_modules=()):
+def fold_bn(model, leaf_modules=(), example_inputs=None):
     """Folds every Conv/Linear + BatchNorm pair of `model` in place (BN -> nn.Identity); returns the model.
 
+    example_inputs: a tensor or tuple of arguments: pairs are found on a recorded run of the model
+      (any model that runs); without, on a torch.fx trace.
     leaf_modules: passed to the fx trace (module names or classes not to trace into).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fold_bn: model must be an nn.Module, got {type(model).__name__}")
-    pairs = find_conv_bn_pairs(model, leaf_modules)
+    pairs = find_conv_bn_pairs(model, leaf_modules, example_inputs)
     for conv_name, bn_name in pairs:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         try:

@@ -20,36 +20,41 @@ reads a tensor of the domain is made one object):
            quantizers and the quantizers of the other readers of its inputs share (NVIDIA's
            YOLOv5 Bottleneck rule).
 
-Graph: torch.fx symbolic tracing, chosen over torch.jit.trace because fx keeps module identity
-(a call_module node names the QuantConv2d whose `_input_quantizer` is to be replaced), sees a
-disabled quantizer as well as an enabled one, needs no example input and no TorchScript.
-Its limit is data-dependent Python control flow: when tracing into a submodule fails (e.g. a
-YOLO detect head that compares tensor shapes), that submodule is treated as an opaque leaf and
-tracing starts again (reported in `leaf_modules`); tensors inside a leaf are not seen. Pass
-`leaf_modules` yourself to skip that retry. Quantized modules (QuantConv2d, QuantAdd, ...) are
-always leaves.
+- residual: an add whose one operand comes from a quantized weighted layer (through BN and
+           activations) and whose other operand is a skip branch gets a quantizer on the skip
+           operand (torchqat.residual; needs example_inputs).
+
+Graph: with example_inputs, a recorded run of the model (torchqat.capture.record): any model that
+runs is captured, Python control flow included, with module identity kept. Without them, torch.fx
+symbolic tracing (no input needed); its limit is data-dependent Python control flow: when tracing
+into a submodule fails (e.g. a YOLO detect head that compares tensor shapes), that submodule is
+treated as an opaque leaf and tracing starts again (reported in `leaf_modules`); tensors inside a
+leaf are not seen. Pass `leaf_modules` yourself to skip that retry. Quantized modules
+(QuantConv2d, QuantAdd, ...) are always leaves.
 """
+import copy
 import dataclasses
 import operator
-import warnings
 
 import torch
 import torch.fx as fx
 from torch import nn
 from torch.nn import functional as F
 
+from . import capture, residual
+from .capture import Node
 from .nn.modules._utils import QuantInputMixin, QuantMixin
 from .nn.modules.quant_add import QuantAdd, QuantConcat
 from .nn.modules.tensor_quantizer import TensorQuantizer
 
 __all__ = ["share_scales", "trace", "shared_quantizers", "ScaleGroup", "SharingReport"]
 
-_RULES = ("concat", "maxpool", "add")
+_RULES = ("concat", "maxpool", "add", "residual")
 _MAX_AUTO_LEAVES = 64
 
 _CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
-_ADD_METHODS = {"add", "add_"}
+_ADD_METHODS = {"add", "add_", "__add__", "__iadd__", "__radd__"}
 _MAXPOOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, torch.max_pool1d, torch.max_pool2d,
                       torch.max_pool3d}
 _RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
@@ -72,11 +77,13 @@ class ScaleGroup:
 
 @dataclasses.dataclass
 class SharingReport:
-    """What share_scales did: the groups, the quantizers it left alone (and why), the fx leaves it chose."""
+    """What share_scales did: the groups, the quantizers it left alone (and why), the fx leaves it chose,
+    the residual skip quantizers (torchqat.residual.SkipQuantizer) it added or found."""
     groups: list
     skipped: list
     leaf_modules: list
     applied: bool = True
+    skip_quantizers: list = dataclasses.field(default_factory=list)
 
     def __len__(self):
         return len(self.groups)
@@ -98,6 +105,8 @@ class SharingReport:
         for i, g in enumerate(self.groups):
             lines.append(f"  [{i}] {'+'.join(g.rules)}: {g.major}")
             lines.extend(f"        = {m}" for m in g.members if m != g.major)
+        for sk in self.skip_quantizers:
+            lines.append(f"  residual {sk}")
         for path, reason in self.skipped:
             lines.append(f"  skipped {path}: {reason}")
         if self.leaf_modules:
@@ -158,7 +167,8 @@ def trace(model, leaf_modules=()):
                     f"torchqat: torch.fx could not trace {type(model).__name__}"
                     + (f" (failed inside {failed!r})" if failed else " (failed in its own forward)")
                     + f": {type(e).__name__}: {e}. Move the data-dependent code into a submodule and pass its "
-                    "name in leaf_modules.") from e
+                    "name in leaf_modules, or give share_scales example_inputs (a recorded run has no such "
+                    "limit).") from e
             names.add(failed)
             auto.append(failed)
     raise AssertionError("unreachable")
@@ -188,7 +198,7 @@ class _UnionFind:
 class _Site:
     owner: str       # module path of the module holding the quantizer attribute
     attr: str        # attribute name, e.g. "_input_quantizer"
-    node: fx.Node    # the tensor it quantizes
+    node: Node       # the tensor it quantizes
     order: int
 
     @property
@@ -210,24 +220,23 @@ def _sites(graph, modules):
             continue
         m = modules[n.target]
         if isinstance(m, TensorQuantizer):
-            owner, _, attr = n.target.rpartition(".")
+            owner, attr = n.owner
             x = _arg(n, 0, "inputs")
-            if isinstance(x, fx.Node):
+            if isinstance(x, Node):
                 sites.append(_Site(owner, attr, x, order))
         elif isinstance(m, QuantAdd):
             for i, attr in enumerate(("_input0_quantizer", "_input1_quantizer")):
                 x = _arg(n, i, "xy"[i])
-                if isinstance(x, fx.Node):
+                if isinstance(x, Node):
                     sites.append(_Site(n.target, attr, x, order))
         elif isinstance(m, QuantConcat):
             xs = _arg(n, 0, "tensors")
             for x in (xs if isinstance(xs, (list, tuple)) else [xs]):
-                if isinstance(x, fx.Node):
+                if isinstance(x, Node):
                     sites.append(_Site(n.target, "_input_quantizer", x, order))
-        elif isinstance(m, (QuantInputMixin, QuantMixin)) and isinstance(getattr(m, "_input_quantizer", None),
-                                                             TensorQuantizer):
+        elif isinstance(m, (QuantInputMixin, QuantMixin)) and isinstance(getattr(m, "_input_quantizer", None), TensorQuantizer):
             x = _arg(n, 0, "input")
-            if isinstance(x, fx.Node):
+            if isinstance(x, Node):
                 sites.append(_Site(n.target, "_input_quantizer", x, order))
     return sites
 
@@ -303,12 +312,14 @@ def share_scales(model, example_inputs=None, *, rules=_RULES, leaf_modules=(), d
 
     model: a quantized model (quantize_model / quant_modules first). Only enabled per-tensor
       quantizers join groups; disabled (float) or per-channel ones are listed in `skipped`.
-    example_inputs: optional (a tensor or a tuple). fx needs none; when given, the traced
-      graph is run against the model once (quantizers bypassed, eval mode, no_grad, state restored)
-      and a warning is raised if they disagree.
-    rules: a subset of ("concat", "maxpool", "add").
-    leaf_modules: module names or classes not to trace into.
-    dry_run: report the groups without changing the model.
+    example_inputs: a tensor, a tuple of arguments or a dict of keyword arguments. When given,
+      the graph is a recorded run of the model (torchqat.capture.record: works on any model that
+      runs, Python control flow included); without, a torch.fx trace.
+    rules: a subset of ("concat", "maxpool", "add", "residual"); leave "residual" out to put no
+      quantizer on residual skip operands (it needs example_inputs; without them it is reported
+      in `skipped` and not applied).
+    leaf_modules: module names or classes fx does not trace into (fx only).
+    dry_run: report the groups (and the skip quantizers it would add) without changing the model.
 
     If quantizers in a group were calibrated already, the shared one keeps the largest amax.
     """
@@ -319,10 +330,21 @@ def share_scales(model, example_inputs=None, *, rules=_RULES, leaf_modules=(), d
     if unknown:
         raise ValueError(f"share_scales: unknown rules {unknown}; choose from {list(_RULES)}")
 
-    graph, auto_leaves = trace(model, leaf_modules)
+    if dry_run:  # what it would do is what it does to a copy
+        report = share_scales(copy.deepcopy(model), example_inputs, rules=rules, leaf_modules=leaf_modules)
+        report.applied = False
+        return report
+    graph, auto_leaves = capture_graph(model, example_inputs, leaf_modules)
+    skips, skipped = [], []
+    if "residual" in rules:
+        if graph.source != "record":
+            skipped.append(("residual adds", "not looked for: they need example_inputs (a recorded run)"))
+        else:
+            skips, not_done = residual.add_skip_quantizers(model, graph)
+            skipped.extend(not_done)
+            if any(sk.added for sk in skips):
+                graph = capture.record(model, example_inputs)  # now with the skip quantizers in it
     modules = dict(model.named_modules(remove_duplicate=False))
-    if example_inputs is not None:
-        _check_trace(model, graph, example_inputs)
     sites = _sites(graph, modules)
 
     uf = _UnionFind()
@@ -341,11 +363,11 @@ def share_scales(model, example_inputs=None, *, rules=_RULES, leaf_modules=(), d
         what, arg = kind
         if what == "concat" and "concat" in rules and isinstance(arg, (list, tuple)):
             for x in arg:
-                if isinstance(x, fx.Node):
+                if isinstance(x, Node):
                     join(n, x, "concat")
-        elif what == "add" and "add" in rules and all(isinstance(x, fx.Node) for x in arg):
+        elif what == "add" and "add" in rules and all(isinstance(x, Node) for x in arg):
             join(arg[0], arg[1], "add")
-        elif what in ("maxpool", "pass") and isinstance(arg, fx.Node):
+        elif what in ("maxpool", "pass") and isinstance(arg, Node):
             passes.append((what, arg, n))
 
     # A quantizer object already used on several tensors ties their domains.
@@ -381,7 +403,7 @@ def share_scales(model, example_inputs=None, *, rules=_RULES, leaf_modules=(), d
         root = uf.find(s.node)
         if root in domain_rules:
             by_root.setdefault(root, []).append(s)
-    groups, skipped = [], []
+    groups = []
     for root, members in by_root.items():
         members.sort(key=lambda s: s.order)
         uniq, seen = [], set()
@@ -416,8 +438,6 @@ def share_scales(model, example_inputs=None, *, rules=_RULES, leaf_modules=(), d
         tensors = sorted({s.node.name for s, _ in kept})
         labels = tuple(r for r in ("concat", "maxpool", "add", "passthrough", "existing") if r in domain_rules[root])
         groups.append(ScaleGroup(major_site.path, [s.path for s, _ in kept], labels, tensors, major))
-        if dry_run:
-            continue
         amaxes = [q.amax for _, q in kept if q.amax is not None]
         if amaxes and all(a.numel() == 1 for a in amaxes):
             merged = torch.stack([a.detach().float().cpu().reshape(()) for a in amaxes]).max()
@@ -430,36 +450,12 @@ def share_scales(model, example_inputs=None, *, rules=_RULES, leaf_modules=(), d
                 owner = modules[s.owner] if s.owner else model
                 setattr(owner, s.attr, major)
     groups.sort(key=lambda g: g.major)
-    report = SharingReport(groups, skipped, auto_leaves, applied=not dry_run)
-    return report
+    return SharingReport(groups, skipped, auto_leaves, skip_quantizers=skips)
 
 
-def _check_trace(model, graph, example_inputs):
-    """Runs the traced graph and the model on the example (quantizers bypassed, eval, no_grad) and compares."""
-    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    quantizers = [m for m in model.modules() if isinstance(m, TensorQuantizer)]
-    disabled = [q._disabled for q in quantizers]
-    training = [(m, m.training) for m in model.modules()]
-    try:
-        for q in quantizers:
-            q._disabled = True
-        model.eval()
-        gm = fx.GraphModule(model, graph)
-        with torch.no_grad():
-            ref = model(*inputs)
-            got = gm(*inputs)
-        ref_leaves = torch.utils._pytree.tree_leaves(ref)
-        got_leaves = torch.utils._pytree.tree_leaves(got)
-        same = len(ref_leaves) == len(got_leaves) and all(
-            (not torch.is_tensor(a) and a == b) or (torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape
-                                                    and torch.equal(a, b))
-            for a, b in zip(ref_leaves, got_leaves))
-        if not same:
-            warnings.warn("share_scales: the torch.fx trace does not reproduce the model's output on the example "
-                          "inputs; the groups may be incomplete (pass leaf_modules for the code fx cannot follow)",
-                          stacklevel=3)
-    finally:
-        for q, d in zip(quantizers, disabled):
-            q._disabled = d
-        for m, t in training:
-            m.training = t
+def capture_graph(model, example_inputs=None, leaf_modules=()):
+    """(capture.Graph, fx leaves chosen): a recorded run with example_inputs, else a torch.fx trace."""
+    if example_inputs is not None:
+        return capture.record(model, example_inputs), []
+    fx_graph, auto = trace(model, leaf_modules)
+    return capture.from_fx(model, fx_graph), auto

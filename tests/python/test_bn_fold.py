@@ -54,10 +54,13 @@ def test_traced_pairs_in_the_yolo_like_net():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)
-    pairs = bn_fold.find_conv_bn_pairs(model)
+    with pytest.warns(UserWarning, match="torch.fx could not trace YoloLike.*only conv\\+BN pairs inside nn.Sequential"):
+        seq_only = bn_fold.find_conv_bn_pairs(model)  # the route table's control flow stops fx
+    assert seq_only == []  # ConvBNAct is not a Sequential
+    pairs = bn_fold.find_conv_bn_pairs(model, example_inputs=x)  # a recorded run sees every pair
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert len(pairs) == n_bn and ("backbone.elan2.cv1.conv", "backbone.elan2.cv1.bn") in pairs
-    torchqat.fold_bn(model)
+    torchqat.fold_bn(model, example_inputs=x)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     with torch.no_grad():
         out = model(x)
@@ -78,6 +81,7 @@ def test_conv_read_twice_is_not_folded():
 
     model = Net().eval()
     assert bn_fold.find_conv_bn_pairs(model) == []
+    assert bn_fold.find_conv_bn_pairs(model, example_inputs=torch.randn(1, 2, 3, 3)) == []
     torchqat.fold_bn(model)
     assert isinstance(model.bn, nn.BatchNorm2d)
 

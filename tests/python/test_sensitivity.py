@@ -79,7 +79,7 @@ def test_partial_quantize_keeps_the_most_sensitive_layers_float():
 def test_shared_quantizers_are_isolated_per_layer():
     model = yolo_like.make_model()
     torchqat.quantize_model(model, exclude=["detect"])
-    placement.share_scales(model)
+    placement.share_scales(model, torch.rand(1, 3, 64, 64))
     e = model.backbone.elan2
     shared = e.out.conv._input_quantizer
     assert e.cv3.conv._input_quantizer is shared

@@ -9,7 +9,12 @@ It has the pieces that make Q/DQ placement hard, following the published archite
 - SPPCSPC: MaxPools 5/9/13 (stride 1) of one tensor concatenated with that tensor;
 - nearest 2x upsample + concat with a lateral 1x1 conv;
 - a residual Bottleneck (x + cv2(cv1(x))) using an Add module, so a custom map can make it a QuantAdd;
-- a detect head of three 1x1 convs whose outputs are reshaped to (bs, anchors, ny, nx, 5 + classes).
+- a detect head of three 1x1 convs whose outputs are reshaped to (bs, anchors, ny, nx, 5 + classes)
+  and, in eval mode unless `export` is set, decoded with a grid it caches and rebuilds when the
+  feature map's size differs (a branch on tensor shapes, as YOLOv7's IDetect has);
+- the top level runs its layers from a route table with `from` indices and saved outputs, as
+  YOLOv7's Model does, after checking the input size (an `if` on a tensor shape).
+The shape branches are Python control flow torch.fx cannot trace; a recorded run can.
 """
 import torch
 from torch import nn
@@ -116,17 +121,28 @@ class SPPCSPC(nn.Module):
 
 
 class Detect(nn.Module):
-    def __init__(self, ch, nc=3, na=3):
+    export = False  # as YOLOv7's IDetect: raw maps for export
+
+    def __init__(self, ch, nc=3, na=3, strides=(8, 16, 32)):
         super().__init__()
         self.na, self.no = na, nc + 5
+        self.strides = strides
         self.m = nn.ModuleList(nn.Conv2d(c, na * self.no, 1) for c in ch)
+        self.grid = [torch.zeros(1)] * len(ch)
 
     def forward(self, xs):
         out = []
         for i, conv in enumerate(self.m):
             y = conv(xs[i])
             bs, _, ny, nx = y.shape
-            out.append(y.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
+            y = y.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+            if not self.training and not self.export:
+                if self.grid[i].shape[2:4] != y.shape[2:4]:
+                    yv, xv = torch.meshgrid(torch.arange(ny), torch.arange(nx), indexing="ij")
+                    self.grid[i] = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2).float()
+                xy = (y[..., :2].sigmoid() * 2 - 0.5 + self.grid[i]) * self.strides[i]
+                y = torch.cat((xy, y[..., 2:]), -1)
+            out.append(y)
         return out
 
 
@@ -177,14 +193,27 @@ class YoloLike(nn.Module):
         self.out5 = ConvBNAct(4 * w, 8 * w, 3)
         self.detect = Detect((2 * w, 4 * w, 8 * w), nc)
 
+    # (layer, from): outputs 0-2 are the backbone's p3, p4, p5; an int reads that output, a list passes
+    # the outputs as one list argument, a tuple as several arguments (YOLOv7's Model uses `from` indices).
+    ROUTES = (("sppcspc", 2), ("lat5", 3), ("up", 4), ("route4", 1), ("cat4", [6, 5]), ("elan_h4", 7),
+              ("lat4", 8), ("up", 9), ("route3", 0), ("cat3", [11, 10]), ("elan_h3", 12), ("mp_h4", (13, 8)),
+              ("elan_n4", 14), ("mp_h5", (15, 3)), ("elan_n5", 16), ("out3", 13), ("out4", 15), ("out5", 17),
+              ("detect", [18, 19, 20]))
+
     def forward(self, x):
-        p3, p4, p5 = self.backbone(x)
-        s = self.sppcspc(p5)
-        h4 = self.elan_h4(self.cat4([self.route4(p4), self.up(self.lat5(s))]))
-        h3 = self.elan_h3(self.cat3([self.route3(p3), self.up(self.lat4(h4))]))
-        n4 = self.elan_n4(self.mp_h4(h3, h4))
-        n5 = self.elan_n5(self.mp_h5(n4, s))
-        return self.detect([self.out3(h3), self.out4(n4), self.out5(n5)])
+        if x.shape[-1] % 32 or x.shape[-2] % 32:
+            raise ValueError(f"YoloLike: input height and width must be multiples of 32, got {tuple(x.shape)}")
+        y = list(self.backbone(x))
+        for name, f in self.ROUTES:
+            m = getattr(self, name)
+            if isinstance(f, int):
+                out = m(y[f])
+            elif isinstance(f, list):
+                out = m([y[j] for j in f])
+            else:
+                out = m(*[y[j] for j in f])
+            y.append(out)
+        return y[-1]
 
 
 def make_model(w=8, nc=3, seed=0):

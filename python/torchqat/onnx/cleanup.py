@@ -6,7 +6,8 @@ across a concat (torchqat.placement.share_scales) gives equal values under diffe
 this pass they are one initializer, which is what TensorRT's concat elimination and readers of
 the graph expect.
 """
-__all__ = ["clean", "bypass_constant_identities", "share_scale_initializers", "merge_duplicate_qdq"]
+__all__ = ["clean", "bypass_constant_identities", "share_scale_initializers", "merge_duplicate_qdq",
+           "drop_requantize"]
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -25,6 +26,7 @@ def clean(model):
     bypass_constant_identities(model)
     share_scale_initializers(model)
     merge_duplicate_qdq(model)
+    drop_requantize(model)
     return model
 
 
@@ -119,3 +121,63 @@ def _constant_outputs(graph):
                     arr = numpy_helper.to_array(a.t)
                     out[n.output[0]] = ("const", a.t.data_type, tuple(a.t.dims), arr.tobytes())
     return out
+
+
+def drop_requantize(model):
+    """Removes Q -> DQ pairs that read a DequantizeLinear with the same scale, zero point and axis: they
+    give back the same values (a residual skip quantizer shared with the next layer's input quantizer
+    quantizes that tensor twice in the model; TensorRT wants one Q/DQ)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and len(n.output) == 1:
+            for a in n.attribute:
+                if a.name == "value":
+                    values[n.output[0]] = numpy_helper.to_array(a.t)
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+
+    def params(node):
+        ins = list(node.input[1:3])
+        vals = [values.get(name) for name in ins]
+        if any(v is None for v in vals) or len(vals) < 2:
+            return None
+        return vals, _axis(node)
+
+    def same(a, b):
+        return a is not None and b is not None and a[1] == b[1] and all(
+            x.dtype == y.dtype and x.shape == y.shape and (x == y).all() for x, y in zip(a[0], b[0]))
+
+    renames, drop = {}, set()
+    for q in graph.node:
+        if q.op_type != "QuantizeLinear" or q.output[0] in outputs:
+            continue
+        dq1 = producer.get(q.input[0])
+        if dq1 is None or dq1.op_type != "DequantizeLinear" or not same(params(dq1), params(q)):
+            continue
+        readers = consumers.get(q.output[0], [])
+        if not readers or not all(r.op_type == "DequantizeLinear" and same(params(r), params(q))
+                                  and r.output[0] not in outputs for r in readers):
+            continue
+        for r in readers:
+            renames[r.output[0]] = dq1.output[0]
+            drop.add(id(r))
+        drop.add(id(q))
+    if not drop:
+        return 0
+    keep = [n for n in graph.node if id(n) not in drop]
+    _rename_inputs(graph, renames)
+    used = {name for n in keep for name in n.input} | outputs | {i.name for i in graph.input}
+    keep = [n for n in keep if n.op_type != "Constant" or any(o in used for o in n.output)]
+    del graph.node[:]
+    graph.node.extend(keep)
+    inits = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    return len(drop)

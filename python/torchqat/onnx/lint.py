@@ -20,6 +20,10 @@ Rules (each violation carries its rule name):
                     nodes producing its inputs) share one scale, so TensorRT can remove the Concat.
 - maxpool-scale:    a MaxPool whose output feeds a Q: that Q and the Q/DQ on its input share one scale
                     (TensorRT runs the MaxPool in int8 between them).
+- residual-add:     an Add with an operand from a quantized weighted layer (through BatchNormalization and
+                    pointwise activations, SiLU as Sigmoid + Mul included) has its other operand from a
+                    DequantizeLinear (or a constant): TensorRT fuses the layer with the Add only when the
+                    skip input is int8.
 """
 import dataclasses
 
@@ -28,10 +32,13 @@ import numpy as np
 __all__ = ["lint_tensorrt", "Violation", "RULES"]
 
 RULES = ("opset", "constant-scale", "identity-scale", "scale-value", "zero-point", "symmetric", "qdq-pair",
-         "per-tensor-activation", "weight-axis", "quantized-inputs", "concat-scale", "maxpool-scale")
+         "per-tensor-activation", "weight-axis", "quantized-inputs", "concat-scale", "maxpool-scale",
+         "residual-add")
 
 _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _SHAPE_ONLY = ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+_POINTWISE = ("Relu", "LeakyRelu", "HardSwish", "Elu", "Gelu", "Mish", "Clip", "PRelu", "BatchNormalization",
+              "Identity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +143,48 @@ def lint_tensorrt(model, allow_float_layers=True, allow_uint8=True):
             _check_shared_scale(g, n, list(n.input), "concat-scale", add, scale_of, need_output_q=False)
         elif n.op_type == "MaxPool":
             _check_shared_scale(g, n, [n.input[0]], "maxpool-scale", add, scale_of, need_output_q=True)
+        elif n.op_type == "Add":
+            _check_residual_add(g, n, add)
     return out
+
+
+def _weighted_producer(g, name):
+    """The quantized Conv/ConvTranspose/Gemm/MatMul a tensor comes from through pointwise ops, or None."""
+    for _ in range(16):
+        p = g.producer.get(name)
+        if p is None:
+            return None
+        if p.op_type in _WEIGHTED:
+            return p if all(_dq_fed(g, x) for x in p.input[:2]) else None
+        if p.op_type in _POINTWISE:
+            name = p.input[0]
+        elif p.op_type == "Mul" and len(p.input) == 2:  # SiLU: x * Sigmoid(x)
+            sig = [g.producer.get(x) for x in p.input]
+            for i, s in enumerate(sig):
+                if s is not None and s.op_type == "Sigmoid" and s.input[0] == p.input[1 - i]:
+                    name = p.input[1 - i]
+                    break
+            else:
+                return None
+        else:
+            return None
+    return None
+
+
+def _check_residual_add(g, n, add):
+    if len(n.input) != 2:
+        return
+    mains = [_weighted_producer(g, x) for x in n.input]
+    if not any(mains):
+        return
+    skip_ok = [_dq_fed(g, x) or g.is_constant(x) for x in n.input]
+    if any(skip_ok[i] and mains[1 - i] is not None for i in (0, 1)):
+        return
+    main = next(m for m in mains if m is not None)
+    others = [x for x, m in zip(n.input, mains) if m is None] or [n.input[1]]
+    add("residual-add", n, f"Add reads {main.op_type} {_label(main)} and the float skip input {others[0]!r}; "
+        "quantize the skip operand (torchqat.share_scales with example_inputs adds its quantizer) so TensorRT "
+        "fuses the layer with the Add")
 
 
 def _is_weight_q(g, n):
