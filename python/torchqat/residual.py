@@ -33,7 +33,7 @@ from .nn.modules._utils import QuantInputMixin, QuantMixin
 from .nn.modules.tensor_quantizer import TensorQuantizer
 from .tensor_quant import QuantDescriptor
 
-__all__ = ["SkipQuantizer", "find_residual_adds", "add_skip_quantizers"]
+__all__ = ["SkipQuantizer", "SkipQuantHook", "find_residual_adds", "add_skip_quantizers"]
 
 _ADD_FUNCS = ("add", "__add__", "__iadd__", "__radd__", "add_")
 _ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.LeakyReLU, nn.Hardswish, nn.GELU, nn.Mish, nn.ELU, nn.PReLU,
@@ -60,7 +60,7 @@ class SkipQuantizer:
         return f"{self.add}: skip from {self.producer} -> {self.quantizer}{share}, main {self.main} [{state}]"
 
 
-class _SkipHook:
+class SkipQuantHook:
     """Forward hook on the producer: returns getattr(owner, attr)(output). Looked up each call, so
     share_scales replacing the attribute takes effect."""
 
@@ -225,5 +225,5 @@ def add_skip_quantizers(model, graph):
             q = _new_quantizer(main_m._input_quantizer)
             q.train(owner.training)
         owner.add_module(attr, q)
-        producer.module.register_forward_hook(_SkipHook(owner, attr))
+        producer.module.register_forward_hook(SkipQuantHook(owner, attr))
     return done, skipped
