@@ -215,7 +215,7 @@ def _ort(path, x):
 
 
 def test_yolov7_qat_flow_as_nvidia_writes_it(recipe_defaults, tmp_path):
-    model = torchqat.fold_bn(yolo_like.make_model())  # the recipe quantizes the fused model (model.fuse())
+    model = torchqat.fold_bn(yolo_like.make_model(), example_inputs=torch.rand(1, 3, 64, 64))  # the recipe quantizes the fused model
     replace_modules(model, IGNORE)
     convs = {n: m for n, m in model.named_modules() if isinstance(m, quant_nn.QuantConv2d)}
     assert len(convs) == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) - 3
