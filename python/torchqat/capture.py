@@ -61,6 +61,8 @@ class Call:
 
 
 class Graph:
+    """One recorded run of a model: its nodes (ops with their producers) and every module call."""
+
     def __init__(self):
         self.nodes = []
         self.calls = []          # every module call, inner ones first

@@ -5,14 +5,17 @@ _ops = torch.ops.torchqat
 
 
 def fake_quant(x, amax, num_bits=8, unsigned=False, narrow_range=False, axis=None):
+    """torch.ops.torchqat.fake_quant: quantize and dequantize x with amax (the STE backward)."""
     return _ops.fake_quant(x, amax, num_bits, unsigned, narrow_range, axis)
 
 
 def quantize(x, amax, num_bits=8, unsigned=False, narrow_range=False, axis=None):
+    """torch.ops.torchqat.quantize: (integer-valued q, scale) of x with amax."""
     return _ops.quantize(x, amax, num_bits, unsigned, narrow_range, axis)
 
 
 def dequantize(q, scale, axis=None, dtype=None):
+    """torch.ops.torchqat.dequantize: q * scale."""
     return _ops.dequantize(q, scale, axis, dtype)
 
 
@@ -27,4 +30,5 @@ def clip(x, min, max):
 
 
 def clip_backward(grad, x, min, max, min_grad=True, max_grad=True):
+    """torch.ops.torchqat.clip_backward: (grad_x, grad_min, grad_max) of clip (PACT)."""
     return _ops.clip_backward(grad, x, min, max, min_grad, max_grad)

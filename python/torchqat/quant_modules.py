@@ -79,6 +79,7 @@ class QuantModuleReplacementHelper:
         self.active = False
 
     def prepare_state(self, float_module_list=None, custom_map=None):
+        """Builds quant_map: the default entries not denied by float_module_list, plus custom_map's (module, name, class) tuples."""
         if float_module_list is not None:
             if isinstance(float_module_list, str) or not all(isinstance(n, str) for n in float_module_list):
                 raise TypeError("float_module_list must be a list of module names like ['Linear'], "
@@ -97,11 +98,13 @@ class QuantModuleReplacementHelper:
                                  for e in self.quant_map}
 
     def apply_quant_modules(self):
+        """Replaces the torch.nn classes of quant_map by their quantized versions (a global patch)."""
         for entry in self.quant_map:
             setattr(entry.orig_mod, entry.mod_name, entry.replace_mod)
         self.active = True
 
     def restore_float_modules(self):
+        """Undoes apply_quant_modules."""
         for entry in self.orginal_func_map:
             setattr(entry.orig_mod, entry.mod_name, entry.replace_mod)
         self.orginal_func_map = set()

@@ -64,16 +64,16 @@ class ScaledQuantDescriptor:
         if kwargs:
             raise TypeError(f"Unused keys: {list(kwargs.keys())}")
 
-    num_bits = property(lambda self: self._num_bits)
-    name = property(lambda self: self._name)
-    fake_quant = property(lambda self: self._fake_quant)
-    axis = property(lambda self: self._axis)
-    amax = property(lambda self: self._amax)
-    learn_amax = property(lambda self: self._learn_amax)
-    scale_amax = property(lambda self: self._scale_amax)
-    calib_method = property(lambda self: self._calib_method)
-    unsigned = property(lambda self: self._unsigned)
-    narrow_range = property(lambda self: self._narrow_range)
+    num_bits = property(lambda self: self._num_bits, doc='Bits of the integer grid (2..16).')
+    name = property(lambda self: self._name, doc='An optional label, shown in reprs.')
+    fake_quant = property(lambda self: self._fake_quant, doc='Fake quantization (always True in torchqat).')
+    axis = property(lambda self: self._axis, doc='The dims that keep their own amax (None: per tensor).')
+    amax = property(lambda self: self._amax, doc='A fixed amax (np.float32 array) or None (calibrate or quantize dynamically).')
+    learn_amax = property(lambda self: self._learn_amax, doc='Whether the range is learned (through TensorQuantizer.clip).')
+    scale_amax = property(lambda self: self._scale_amax, doc='A factor applied to amax before quantizing, or None.')
+    calib_method = property(lambda self: self._calib_method, doc="'max' or 'histogram': the calibrator a TensorQuantizer makes.")
+    unsigned = property(lambda self: self._unsigned, doc='Unsigned grid [0, 2^b - 1].')
+    narrow_range = property(lambda self: self._narrow_range, doc='Signed grid without its lowest value ([-bound, bound]).')
 
     def __str__(self):
         s = f"{self._num_bits}bit" + (" fake" if self._fake_quant else " real")

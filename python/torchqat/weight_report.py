@@ -38,6 +38,7 @@ def _demo_model():
 
 
 def main(argv=None):
+    """Command line: prints the per-channel weight report of a checkpoint."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--bits", type=int, default=8, help="weight bit width (2..16)")
     p.add_argument("--seed", type=int, default=0)

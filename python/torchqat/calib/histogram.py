@@ -92,6 +92,7 @@ class HistogramCalibrator:
         self._impl.collect(x)
 
     def reset(self):
+        """Forgets every count collected."""
         self._impl.reset()
 
     def has_data(self):

@@ -59,6 +59,7 @@ class MaxCalibrator:
         self._impl.collect(x)
 
     def reset(self):
+        """Forgets the running max."""
         self._impl.reset()
 
     def has_data(self):

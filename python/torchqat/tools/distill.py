@@ -124,6 +124,7 @@ class FeatureDistillationLoss:
         return total / len(losses) if self.reduction == "mean" else total
 
     def clear(self):
+        """Drops the recorded layer outputs (call after each backward)."""
         self._student_feats.clear()
         self._teacher_feats.clear()
 

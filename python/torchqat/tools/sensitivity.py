@@ -52,6 +52,7 @@ class SensitivityRow:
     sensitivity: float
 
     def as_dict(self):
+        """The row as a plain dict."""
         return dataclasses.asdict(self)
 
 
@@ -74,9 +75,11 @@ class SensitivityTable:
         return self.rows[i]
 
     def most_sensitive(self, n):
+        """The names of the n layers whose quantization costs most."""
         return [r.layer for r in self.rows[:n]]
 
     def to_dicts(self):
+        """Every row as a plain dict, ranked."""
         return [r.as_dict() for r in self.rows]
 
     def __str__(self):

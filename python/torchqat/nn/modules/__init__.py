@@ -1,3 +1,4 @@
+"""The quantized modules, one file each with pytorch-quantization's names (quant_conv, quant_linear, ...)."""
 from .tensor_quantizer import TensorQuantizer  # noqa: F401
 from .quant_conv import *  # noqa: F401,F403
 from .quant_linear import *  # noqa: F401,F403

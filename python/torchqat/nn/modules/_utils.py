@@ -45,6 +45,7 @@ class QuantInputMixin:
 
     @property
     def input_quantizer(self):
+        """The TensorQuantizer of the module's input."""
         return self._input_quantizer
 
 
@@ -79,10 +80,12 @@ class QuantMixin:
 
     @property
     def input_quantizer(self):
+        """The TensorQuantizer of the module's input."""
         return self._input_quantizer
 
     @property
     def weight_quantizer(self):
+        """The TensorQuantizer of the module's weight."""
         return self._weight_quantizer
 
 

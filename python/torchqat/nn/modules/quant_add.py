@@ -37,10 +37,12 @@ class QuantAdd(nn.Module, _utils.QuantInputMixin):
 
     @property
     def input_quantizer(self):
+        """The TensorQuantizer of the first summand (both, when shared)."""
         return self._input0_quantizer
 
     @property
     def shares_quantizer(self):
+        """Whether both summands go through one quantizer."""
         return self._input0_quantizer is self._input1_quantizer
 
     def forward(self, x, y):

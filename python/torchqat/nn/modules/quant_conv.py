@@ -59,6 +59,7 @@ def _make_conv(name, base, nd, weight_desc):
             self._init_quant(quant_kwargs)
 
         def forward(self, input):
+            """The convolution of the quantized input and weight."""
             x, w = self._quant(input)
             # torch's own conv call (padding modes included) on the quantized tensors.
             return self._conv_forward(x, w, self.bias)
@@ -83,6 +84,7 @@ def _make_conv_transpose(name, base, fn, nd, weight_desc):
             self._init_quant(quant_kwargs)
 
         def forward(self, input, output_size=None):
+            """The transposed convolution of the quantized input and weight (output_size as torch's)."""
             output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size,
                                                   nd, self.dilation)
             x, w = self._quant(input)

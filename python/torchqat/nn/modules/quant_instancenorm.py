@@ -23,6 +23,7 @@ def _make_norm(name, base, nd):
             self.init_quantizer(desc_in)
 
         def forward(self, input):
+            """Instance normalisation of the quantized input."""
             return super().forward(self._input_quantizer(input))
 
         @classmethod

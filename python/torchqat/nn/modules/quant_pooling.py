@@ -28,6 +28,7 @@ def _make_pool(name, base, nd):
             self.init_quantizer(desc_in)
 
         def forward(self, input):
+            """The pooling of the quantized input."""
             return super().forward(self._input_quantizer(input))
 
         @classmethod

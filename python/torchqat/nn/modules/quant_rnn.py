@@ -164,6 +164,7 @@ class QuantRNNBase(nn.Module, _utils.QuantMixin):
 
     @property
     def all_weights(self):
+        """The weights and biases of every layer and direction, as torch.nn.LSTM's."""
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def _quant_weights(self):
@@ -314,10 +315,12 @@ class QuantRNNCellBase(nn.Module, _utils.QuantMixin):
         return s
 
     def check_forward_input(self, input):
+        """Checks the input's size against input_size (torch.nn's message)."""
         if input.size(-1) != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {input.size(-1)}, expected {self.input_size}")
 
     def check_forward_hidden(self, input, hx, hidden_label=""):
+        """Checks a hidden state's batch and size (torch.nn's message)."""
         if input.size(0) != hx.size(0):
             raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden{hidden_label} batch size "
                                f"{hx.size(0)}")
@@ -354,6 +357,7 @@ class QuantLSTMCell(QuantRNNCellBase):
         self.init_quantizer(desc_in, desc_w)
 
     def reset_parameters(self):
+        """torch.nn's initialisation: uniform in +-1/sqrt(hidden_size)."""
         stdv = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)

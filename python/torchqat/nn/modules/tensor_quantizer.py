@@ -82,6 +82,7 @@ class TensorQuantizer(nn.Module):
     # ----- properties --------------------------------------------------------------------------
     @property
     def num_bits(self):
+        """Bits of the integer grid."""
         return self._num_bits
 
     @num_bits.setter
@@ -92,12 +93,14 @@ class TensorQuantizer(nn.Module):
 
     @property
     def maxbound(self):
+        """The largest grid value: 2^(b-1+unsigned) - 1 (448 for FP8 E4M3)."""
         if isinstance(self._num_bits, tuple):  # FP8 E4M3
             return 448.0
         return (1 << (self._num_bits - 1 + int(self._unsigned))) - 1
 
     @property
     def unsigned(self):
+        """Whether the grid is unsigned."""
         return self._unsigned
 
     @unsigned.setter
@@ -106,6 +109,7 @@ class TensorQuantizer(nn.Module):
 
     @property
     def narrow_range(self):
+        """Whether the signed grid drops its lowest value."""
         return self._narrow_range
 
     @narrow_range.setter
@@ -114,24 +118,29 @@ class TensorQuantizer(nn.Module):
 
     @property
     def axis(self):
+        """The dims that keep their own amax (None: per tensor)."""
         return self._axis
 
     @property
     def fake_quant(self):
+        """Fake quantization (always True)."""
         return self._fake_quant
 
     @property
     def learn_amax(self):
+        """Whether the range is learned through self.clip."""
         return self._learn_amax
 
     @property
     def scale(self):
+        """1.0 in fake mode (pytorch-quantization's attribute)."""
         if self._fake_quant:
             logger.error("Fake quantize mode doesn't use scale explicitly!")
         return self._scale
 
     @property
     def step_size(self):
+        """amax / maxbound: one step of the grid (None without amax)."""
         if self.amax is None:
             logger.error("step_size is undefined under dynamic amax mode!")
             return None
@@ -139,6 +148,7 @@ class TensorQuantizer(nn.Module):
 
     @property
     def amax(self):
+        """The amax buffer (None before calibration: dynamic mode); the setter registers or copies it."""
         if not hasattr(self, "_amax"):
             return None
         return self._amax
@@ -174,23 +184,29 @@ class TensorQuantizer(nn.Module):
 
     # ----- state machine -----------------------------------------------------------------------
     def enable(self):
+        """Quantizes again after disable()."""
         self._disabled = False
 
     def disable(self):
+        """Bypasses the quantizer: forward returns its input."""
         self._disabled = True
 
     def enable_quant(self):
+        """Turns quantization on (forward quantizes)."""
         self._if_quant = True
 
     def disable_quant(self):
+        """Turns quantization off (forward passes the input through)."""
         self._if_quant = False
 
     def enable_calib(self):
+        """Turns statistics collection on (the calibrator sees every input)."""
         if self._calibrator is None:
             raise ValueError("Calibrator was not created, cannot enable calibration.")
         self._if_calib = True
 
     def disable_calib(self):
+        """Turns statistics collection off."""
         self._if_calib = False
 
     def enable_clip(self):
