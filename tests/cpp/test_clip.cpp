@@ -60,7 +60,7 @@ TEST_CASE("clip_backward computes only the bound gradients asked for", "[ops][cl
   REQUIRE(gmax.item<float>() == 4.0f);
 }
 
-TEST_CASE("clip keeps the input dtype and layout; min wins where the bounds cross", "[ops][clip]") {
+TEST_CASE("clip keeps the input dtype and layout, min wins where the bounds cross", "[ops][clip]") {
   auto x = torch::randn({2, 3, 4, 5}).contiguous(at::MemoryFormat::ChannelsLast).to(torch::kHalf);
   auto lo = -torch::rand({1, 3, 1, 1});
   auto hi = torch::rand({1, 3, 1, 1});

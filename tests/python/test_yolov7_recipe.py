@@ -99,11 +99,13 @@ def test_calibrate_sensitivity_finetune_export(prepared, tmp_path):
     outs = ort_check.session(path).run(None, {"images": x.numpy()})  # batch 2 through a batch-1 export
     with torch.no_grad():
         want = [w.numpy() for w in model(x)]
-    # Within one output step everywhere and exact to 1e-6 in 90 % of each output (ort_check.py says
-    # why); the same graph with its first activation scale 1 % off fails that comparison.
-    ort_check.assert_matches(outs, want)
+    # Within one output step everywhere (ort_check.py says why). After QAT the finetuned weights put
+    # more intermediates near rounding ties, so fewer elements are exact to 1e-6 than on the export
+    # tests' models: measured 93 / 82 / 50 % for the three outputs, while the same graph with its
+    # first activation scale 1 % off leaves 62 / 46 / 3 %. 30 % separates the two.
+    ort_check.assert_matches(outs, want, min_exact=0.3)
     wrong = ort_check.with_scale(proto, ort_check.activation_scales(proto)[0], 1.01)
     with pytest.raises(AssertionError):
-        ort_check.assert_matches(ort_check.session(wrong).run(None, {"images": x.numpy()}), want)
+        ort_check.assert_matches(ort_check.session(wrong).run(None, {"images": x.numpy()}), want, min_exact=0.3)
     cmd = qat_recipe.trtexec_command(path, imgsz=64)
     assert cmd.startswith("trtexec --onnx=") and "--int8" in cmd and "images:1x3x64x64" in cmd
