@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <istream>
@@ -85,7 +86,33 @@ TensorMap from_pickled_dict(const std::vector<char>& bytes, const std::string& s
 
 // torch::save's module archive, else a pickled dict; both are zip files, checked to be in bounds
 // first (which also refuses what is not a zip file).
+// A corrupted size, stride or offset in a pickle makes a tensor that reaches past its storage:
+// torch builds it without complaint and the copy into the model then reads out of bounds.
+void check_storage_fits(const TensorMap& tensors, const std::string& source) {
+  for (const auto& [key, t] : tensors) {
+    if (!t.defined() || t.numel() == 0) continue;
+    bool ok = t.storage_offset() >= 0;
+    int64_t last = t.storage_offset();
+    for (int64_t d = 0; ok && d < t.dim(); ++d) {
+      ok = t.stride(d) >= 0 && (t.size(d) - 1) <= (INT64_MAX - last) / std::max<int64_t>(t.stride(d), 1);
+      if (ok) last += (t.size(d) - 1) * t.stride(d);
+    }
+    const auto item = static_cast<int64_t>(t.element_size());
+    ok = ok && last < INT64_MAX / item && (last + 1) * item <= static_cast<int64_t>(t.storage().nbytes());
+    TORCH_CHECK(ok, "torchqat::load_checkpoint: cannot read ", source, ": the file is truncated or corrupted (",
+                key, " of shape ", t.sizes(), " reaches past its storage of ", t.storage().nbytes(), " bytes)");
+  }
+}
+
+TensorMap read_checkpoint_unchecked(const std::vector<char>& bytes, const std::string& source);
+
 TensorMap read_checkpoint(const std::vector<char>& bytes, const std::string& source) {
+  TensorMap out = read_checkpoint_unchecked(bytes, source);
+  check_storage_fits(out, source);
+  return out;
+}
+
+TensorMap read_checkpoint_unchecked(const std::vector<char>& bytes, const std::string& source) {
   detail::check_checkpoint_bounds(bytes, source);
   std::string archive_error;
   try {
