@@ -479,8 +479,16 @@ std::vector<at::Tensor> calib_batches(FuzzedDataProvider& p, const Args& a) {
   return b;
 }
 
-bool finite_float_nonempty(const at::Tensor& t) {
-  return t.defined() && at::isFloatingType(t.scalar_type()) && t.numel() > 0 && all_finite(t);
+// What the calibrators take: finite float data, and (as pytorch-quantization's) integer or bool data,
+// which they cast to float32 (as_calibrated) before taking |x|.
+bool calibratable(const at::Tensor& t) {
+  if (!t.defined() || t.numel() == 0) return false;
+  if (at::isFloatingType(t.scalar_type())) return all_finite(t);
+  return at::isIntegralType(t.scalar_type(), /*includeBool=*/true);
+}
+
+at::Tensor as_calibrated(const at::Tensor& t) {
+  return at::isIntegralType(t.scalar_type(), /*includeBool=*/true) ? t.detach().to(at::kFloat) : t.detach();
 }
 
 void fuzz_max_calibrator(FuzzedDataProvider& p, const Args& a) {
@@ -498,13 +506,13 @@ void fuzz_max_calibrator(FuzzedDataProvider& p, const Args& a) {
   for (const at::Tensor& b : calib_batches(p, a)) {
     const bool ok = attempt("MaxCalibrator::collect", [&] { mc->collect(b); });
     if (!ok) continue;
-    FUZZ_CHECK(finite_float_nonempty(b), "MaxCalibrator collected a non-finite, empty or non-float tensor");
+    FUZZ_CHECK(calibratable(b), "MaxCalibrator collected a non-finite, empty or non-numeric tensor");
     std::vector<bool> kept(static_cast<size_t>(b.dim()), false);
     for (int64_t d : axis) kept[static_cast<size_t>((d + b.dim()) % b.dim())] = true;
     std::vector<int64_t> reduce;
     for (int64_t d = 0; d < b.dim(); ++d)
       if (!kept[static_cast<size_t>(d)]) reduce.push_back(d);
-    at::Tensor m = b.detach().to(at::kDouble).abs();
+    at::Tensor m = as_calibrated(b).to(at::kDouble).abs();
     if (!reduce.empty()) m = m.amax(reduce, /*keepdim=*/true);
     m = m.to(at::kFloat);
     ref = ref.defined() ? at::maximum(ref.reshape(m.sizes()), m) : m;
@@ -532,14 +540,14 @@ void fuzz_histogram_calibrator(FuzzedDataProvider& p, const Args& a) {
   for (const at::Tensor& b : calib_batches(p, a)) {
     const bool ok = attempt("HistogramCalibrator::collect", [&] { hc->collect(b); });
     // fp64 values beyond float32's range are refused: the histogram and amax are float32.
-    const bool valid = finite_float_nonempty(b) && b.detach().to(at::kDouble).abs().max().item<double>() <=
-                                                       static_cast<double>(std::numeric_limits<float>::max());
+    const bool valid = calibratable(b) && as_calibrated(b).to(at::kDouble).abs().max().item<double>() <=
+                                              static_cast<double>(std::numeric_limits<float>::max());
     if (ok && b.numel() > 0) {
-      FUZZ_CHECK(valid, "HistogramCalibrator collected a non-finite, non-float or beyond-float32 tensor");
-      seen_max = std::max(seen_max, b.detach().to(at::kDouble).abs().max().item<double>());
+      FUZZ_CHECK(valid, "HistogramCalibrator collected a non-finite, non-numeric or beyond-float32 tensor");
+      seen_max = std::max(seen_max, as_calibrated(b).to(at::kDouble).abs().max().item<double>());
     }
-    FUZZ_CHECK(ok || !valid, "HistogramCalibrator refused a finite float tensor (max |x| = ",
-               valid ? b.detach().to(at::kDouble).abs().max().item<double>() : 0.0, ")");
+    FUZZ_CHECK(ok || !valid, "HistogramCalibrator refused a finite tensor (max |x| = ",
+               valid ? as_calibrated(b).to(at::kDouble).abs().max().item<double>() : 0.0, ")");
   }
   static const char* methods[] = {"entropy", "percentile", "mse", "max", ""};
   static const double percentiles[] = {99.99, 100.0, 50.0, 1e-9, 0.0, -1.0, 100.5, NAN, INFINITY};
