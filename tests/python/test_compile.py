@@ -160,9 +160,25 @@ def test_big_models_under_inductor(which):
         shape = (2, 3, 64, 64)
         model = _quantized(yolo_like.make_model(), shape)
     x = _batches(1, shape, 4)[0]
+    # Inductor fuses conv + BatchNorm and sums in another order. A deep quantized net at random init
+    # is chaotic (a rounding flip near a tie cascades): in eager mode an input 1e-6 off already moves
+    # ResNet-18's logits by ~6 % and conv1's gradient by ~59 %. So the yardstick is eager's own
+    # change under that perturbation; compiled vs eager must stay within twice it.
     for training in (True, False):
         model.train(training)
-        _compare(model, copy.deepcopy(model), x, exact=False)
+        twin, nudged = copy.deepcopy(model), copy.deepcopy(model)
+        want, want_g = _step(model, x)
+        got, got_g = _step(twin, x, torch.compile(twin, fullgraph=True))
+        near, near_g = _step(nudged, x * (1 + 1e-6))
+        assert want_g.keys() == got_g.keys() == near_g.keys() and want_g
+
+        def dist(a, b):
+            return float(torch.cat([(p - q).reshape(-1) for p, q in zip(a, b)]).norm())
+
+        assert dist(want, got) <= 2 * dist(want, near) + 1e-6 * dist(want, [torch.zeros_like(w) for w in want])
+        names = sorted(want_g)
+        wg, gg, ng = ([d[n] for n in names] for d in (want_g, got_g, near_g))
+        assert dist(wg, gg) <= 2 * dist(wg, ng) + 1e-6 * dist(wg, [torch.zeros_like(t) for t in wg])
 
 
 def test_uncalibrated_dynamic_quantizer_compiles():
