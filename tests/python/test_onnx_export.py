@@ -17,6 +17,7 @@ from torchqat.tensor_quant import QuantDescriptor
 
 import ort_check
 import yolo_like
+from yolo_like import randomize_bn
 from ort_check import assert_matches as _assert_matches, session as _session
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",
@@ -101,18 +102,6 @@ class ResNetLike(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def _randomize_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model.eval()
-
-
 def _batches(n, shape, seed):
     g = torch.Generator().manual_seed(seed)
     return [torch.rand(*shape, generator=g) for _ in range(n)]
@@ -120,7 +109,7 @@ def _batches(n, shape, seed):
 
 def quantized_resnet():
     torch.manual_seed(0)
-    model = _randomize_bn(ResNetLike())
+    model = randomize_bn(ResNetLike())
     torchqat.quantize_model(model, custom_quant_modules={Add: quant_nn.QuantAdd})
     placement.share_scales(model)
     torchqat.calibrate(model, _batches(2, (4, 3, 16, 16), 1), method="max", progress=False)
@@ -365,7 +354,7 @@ def test_disabled_quantizers_emit_nothing():
 
 # ----- (h) errors and amax == 0 -------------------------------------------------------------------------------
 def test_uncalibrated_quantizers_export_with_example_input_scales():
-    model = _randomize_bn(ResNetLike()).eval()
+    model = randomize_bn(ResNetLike()).eval()
     torchqat.quantize_model(model, custom_quant_modules={Add: quant_nn.QuantAdd})
     x = torch.rand(1, 3, 16, 16)
     # Dynamic mode, as pytorch-quantization: the scales are the example input's (tests/python/compat).

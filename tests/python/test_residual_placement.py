@@ -5,8 +5,11 @@ checked here by its own walk (not torchqat's lint), then by the lint, then again
 import io
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import torchqat
@@ -14,25 +17,11 @@ from torchqat import nn as quant_nn
 from torchqat import onnx as tq_onnx
 
 import yolo_like
+from yolo_like import randomize_bn
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-torchvision = pytest.importorskip("torchvision")
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",
                                         "ignore::torch.jit.TracerWarning")
-
-
-def _randomize_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model.eval()
 
 
 def _flow(model, size=64, rules=None, exclude=None, dyadic=False):
@@ -62,7 +51,7 @@ def _flow(model, size=64, rules=None, exclude=None, dyadic=False):
 def _resnet(depth):
     torch.manual_seed(depth)
     net = torchvision.models.resnet18() if depth == 18 else torchvision.models.resnet50()
-    return _randomize_bn(net, seed=depth)
+    return randomize_bn(net, seed=depth)
 
 
 @pytest.fixture(scope="module")

@@ -216,10 +216,9 @@ class YoloLike(nn.Module):
         return y[-1]
 
 
-def make_model(w=8, nc=3, seed=0):
-    """A YoloLike in eval mode with random weights and non-trivial BatchNorm statistics."""
+def randomize_bn(model, seed=0):
+    """Non-trivial BatchNorm statistics and affine parameters (drawn from seed); the model in eval mode."""
     g = torch.Generator().manual_seed(seed)
-    model = YoloLike(w, nc)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -228,3 +227,8 @@ def make_model(w=8, nc=3, seed=0):
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
     return model.eval()
+
+
+def make_model(w=8, nc=3, seed=0):
+    """A YoloLike in eval mode with random weights and non-trivial BatchNorm statistics."""
+    return randomize_bn(YoloLike(w, nc), seed)
