@@ -14,7 +14,9 @@ $PY -m pip wheel --quiet --disable-pip-version-check --no-build-isolation --no-d
 wheel=$(ls "$work"/dist/torchqat-*.whl)
 echo "== wheel: installing $(basename "$wheel") into a fresh venv"
 $PY -m venv --system-site-packages "$work/venv"
-"$work/venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "$wheel"
+# --ignore-installed: the same version may already sit in the system site-packages the venv sees,
+# and pip would then install nothing and the checks below would test that copy.
+"$work/venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --ignore-installed "$wheel"
 cd "$work"
 env -u LD_LIBRARY_PATH -u TORCHQAT_LIB_DIR "$work/venv/bin/python" - "$work/venv" <<'PYEOF'
 import os, sys
