@@ -26,7 +26,7 @@ Amax table (bytes: n, x is read once):
   torchqat.abs_max against x.abs().amax() and torch.aminmax(x) (per tensor) or x.abs().amax(dims)
   (per channel); "% read" is GB/s over the faster of x.sum() and torch.amax(x), torch's plain reads.
 A dtype torch's kernel refuses (half types per channel on CPU in some torch versions) shows n/a.
-On CUDA, torchqat's forward checks amax values on the host (two device syncs per call) unless
+On CUDA, torchqat's forward checks amax values on the host (one device sync per call) unless
 torchqat.set_cuda_amax_checks(False): the rows "torchqat, no amax check" show what that costs.
 """
 import argparse
@@ -42,7 +42,7 @@ WEIGHT_SHAPE = (512, 256, 3, 3)
 
 
 def _unchecked(fq):
-    """fq with torchqat's host-side amax check (two device syncs on CUDA) switched off for the call."""
+    """fq with torchqat's host-side amax check (one device sync on CUDA) switched off for the call."""
     def run(t):
         torchqat.set_cuda_amax_checks(False)
         try:

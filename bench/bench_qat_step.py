@@ -20,7 +20,7 @@ Variants, all from the same float weights:
                 and its weight through torch.fake_quantize_per_channel_affine, scales fixed to the torchqat
                 model's calibrated amax / 127: the same quantization on torch's kernels
   torchqat, no amax check  (CUDA only) torchqat under torchqat.set_cuda_amax_checks(False); by default
-                its forward checks every amax on the host, two device syncs per quantizer call
+                its forward checks every amax on the host, one device sync per quantizer call
   float, compiled / torchqat, compiled  (--compile) the float and torchqat models under torch.compile
 Pooling stays float in both quantized variants. torchvision's model is used when torchvision imports
 (a build matching this torch); otherwise bench/_resnet.py, the same architecture and layer names.

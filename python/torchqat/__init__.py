@@ -20,9 +20,12 @@ def cuda_compiled():
     return _C.cuda_compiled()
 
 
+# CUDA amax checks (one device sync per quantizer call): on by default, off for loops that keep a
+# known-valid amax on the GPU. CPU checks cost no sync and always run.
 set_cuda_amax_checks = _C.set_cuda_amax_checks
+cuda_amax_checks = _C.cuda_amax_checks
 
-# Insertion, placement, BN folding and QAT tools (issue 4).
+# Insertion, placement, BN folding and QAT tools.
 from . import quant_modules  # noqa: E402
 from .quant_modules import initialize, deactivate  # noqa: E402,F401  (pytorch_quantization.initialize)
 from .quantize_model import quantize_model  # noqa: E402
@@ -31,7 +34,7 @@ from .placement import share_scales  # noqa: E402,F401
 from .bn_fold import fold_bn  # noqa: E402,F401
 from . import tools  # noqa: E402
 
-# QDQ ONNX export for TensorRT (issue 5); importing it registers the export symbolics.
+# QDQ ONNX export for TensorRT; importing it registers the export symbolics.
 from . import onnx  # noqa: E402
 from .onnx import enable_onnx_export  # noqa: E402,F401
 from .checkpoint import load_state_dict  # noqa: E402,F401

@@ -111,7 +111,7 @@ class HistogramCalibrator:
                              f"use one of {', '.join(repr(m) for m in _METHODS)}")
         amax = self._impl.compute_amax(method, start_bin, stride, percentile)  # validates the arguments first
         if amax is None:
-            # An error, not None: a None amax used to flow on and fail far away (issue 8).
+            # An error, not None: a None amax would flow on and fail far away.
             raise RuntimeError("HistogramCalibrator.compute_amax: no data collected yet; call collect() with "
                                "at least one non-empty tensor first")
         return amax
