@@ -13,6 +13,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_archs", &torchqat::cuda_archs, "CUDA architectures the kernels were compiled for");
   m.def("set_cuda_amax_checks", &torchqat::set_cuda_amax_checks,
         "Check CUDA amax values (finite, >= 0) on every call; costs a device sync");
-  m.def("cuda_amax_checks", &torchqat::cuda_amax_checks);
+  m.def("cuda_amax_checks", &torchqat::cuda_amax_checks, "Whether CUDA amax values are checked (set_cuda_amax_checks)");
   torchqat::python::bind_calibrators(m);
 }

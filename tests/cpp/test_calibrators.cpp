@@ -1,6 +1,6 @@
 // The calibration ops (abs_max, histogram_abs) and the C++ calibrators: results against ATen,
 // growth, the amax searches on hand-checkable histograms, and every refused input.
-#include <catch2/catch.hpp>
+#include "catch_torch.h"
 #include <torch/torch.h>
 
 #include <cmath>

@@ -1,7 +1,7 @@
 // torchqat::load_checkpoint: loads what torch::save and pickled dicts hold, registers the amax of
 // quantizers that have none, and on any error leaves the module exactly as it was. (The error
 // messages themselves are rows of docs/errors.md, tested in test_error_table.cpp.)
-#include <catch2/catch.hpp>
+#include "catch_torch.h"
 #include <torch/torch.h>
 
 #include <cstdio>

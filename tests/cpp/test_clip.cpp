@@ -1,6 +1,6 @@
 // torchqat::clip from C++: forward and the PACT backward by value, broadcasting bounds, and the
 // gradients against autograd of a plain reference (torch::where on the masks).
-#include <catch2/catch.hpp>
+#include "catch_torch.h"
 #include <torch/torch.h>
 
 #include "torchqat/ops.h"

@@ -2,7 +2,7 @@
 // histogram_abs) and compared with the CPU kernels bit for bit. Without a GPU or without the
 // CUDA kernels compiled in, each test prints kSkip and returns; ctest counts it as skipped
 // (SKIP_REGULAR_EXPRESSION in CMakeLists.txt), since Catch2 2 has no skip of its own.
-#include <catch2/catch.hpp>
+#include "catch_torch.h"
 #include <torch/cuda.h>
 #include <torch/torch.h>
 

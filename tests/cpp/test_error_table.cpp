@@ -2,7 +2,7 @@
 // id, that must throw the documented c10 type (or TORCH_WARN, "c10::Warning") with the documented
 // message fragment; a case without a row fails too. The doc is read at run time. (Plain CHECK is
 // c10's fatal macro once torch is included: use CHECK_THAT / CHECK_FALSE / REQUIRE.)
-#include <catch2/catch.hpp>
+#include "catch_torch.h"
 #include <torch/torch.h>
 
 #include <cmath>

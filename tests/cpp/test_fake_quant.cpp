@@ -1,5 +1,5 @@
 // fake_quant from C++ against ATen's own fake-quant kernels, and its errors.
-#include <catch2/catch.hpp>
+#include "catch_torch.h"
 #include <torch/torch.h>
 
 #include "reference.h"

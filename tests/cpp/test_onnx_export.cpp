@@ -1,7 +1,7 @@
 // torchqat::onnx::export_model: the exported file read back with onnx::ModelProto (Q/DQ count,
 // axes, zero points, scale values, shared scales, dynamic batch, names) and its errors. ONNX
 // Runtime numerics are checked from Python (tests/python/test_onnx_cpp_export.py).
-#include <catch2/catch.hpp>
+#include "catch_torch.h"
 #include <torch/torch.h>
 
 #include <cmath>

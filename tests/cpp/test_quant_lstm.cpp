@@ -2,7 +2,7 @@
 // LSTMCell bit for bit; enabled, they equal the LSTM equations on operands fake-quantized by
 // torch's own fake_quantize_per_{tensor,channel}_affine, in pytorch-quantization's layout (input
 // quantizer on cat([x_t, h_{t-1}]) each step, per-row weight quantizer on cat([W_ih, W_hh])).
-#include <catch2/catch.hpp>
+#include "catch_torch.h"
 #include <torch/torch.h>
 
 #include <sstream>

@@ -1,6 +1,6 @@
 // The C++ quantized modules: bit-exact forward against the float ops on fake-quantized tensors,
 // state keys, serialization, construction from float layers, defaults and descriptor errors.
-#include <catch2/catch.hpp>
+#include "catch_torch.h"
 #include <torch/torch.h>
 
 #include <sstream>

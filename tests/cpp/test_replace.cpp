@@ -1,6 +1,6 @@
 // replace_with_quant_modules: Sequential / ModuleList / ModuleDict / custom parents, patterns,
 // per-pattern descriptors, shared layers, and the errors raised before anything changes.
-#include <catch2/catch.hpp>
+#include "catch_torch.h"
 #include <torch/torch.h>
 
 #include "torchqat/nn/quant_conv.h"

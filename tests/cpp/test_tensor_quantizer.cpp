@@ -1,5 +1,5 @@
 // The C++ TensorQuantizer module: descriptor, amax buffer, state machine, serialization.
-#include <catch2/catch.hpp>
+#include "catch_torch.h"
 #include <torch/torch.h>
 
 #include <sstream>
