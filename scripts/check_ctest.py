@@ -6,7 +6,9 @@ entries that match no test case, which Catch reports as "No tests ran" and ctest
 script fails when
   - the Catch entries ctest knows differ from `torchqat_tests --list-test-names-only` (count or names),
   - the last ctest run (Testing/Temporary/LastTest.log) lacks an entry, or an entry's output does
-    not show exactly one test case run (or the skip marker of tests/cpp/skip.h).
+    not show exactly one test case run (or the skip marker of tests/cpp/skip.h),
+  - a test file includes Catch itself instead of tests/cpp/catch_torch.h (which puts torch first, so
+    Catch's CHECK is not replaced by c10's aborting CHECK macro).
 
 Usage: check_ctest.py BUILD_DIR
 """
@@ -57,6 +59,15 @@ def cases_run(output):
     return 0 if "No tests ran" in output else None
 
 
+TEST_DIR = pathlib.Path(__file__).resolve().parent.parent / "tests" / "cpp"
+
+
+def direct_catch_includes():
+    """Test sources that include catch2/catch.hpp themselves (main.cpp, which has no torch, may)."""
+    return [p.name for p in sorted(TEST_DIR.glob("test_*.cpp"))
+            if re.search(r'^\s*#\s*include\s*<catch2/catch\.hpp>', p.read_text(), re.M)]
+
+
 def main(build):
     outputs = last_run_outputs(build)  # first: any ctest call, --show-only too, rewrites the log
     entries = catch_entries(build)
@@ -64,7 +75,8 @@ def main(build):
         sys.exit(f"ctest in {build} has no {BINARY} entries")
     binary = pathlib.Path(next(iter(entries.values()))[0])
     names = listed_names(binary)
-    problems = []
+    problems = [f"{name} includes <catch2/catch.hpp>; include \"catch_torch.h\" instead"
+                for name in direct_catch_includes()]
     if len(names) != len(set(names)):
         problems.append("duplicate test case names in the binary")
     if len(entries) != len(names):
