@@ -118,3 +118,50 @@ def test_export_leaves_the_model_dynamic():
     model = _model()
     _export(model, torch.randn(1, 3, 4, 4), "torch")
     assert all(q.amax is None for q in model.modules() if isinstance(q, quant_nn.TensorQuantizer))
+
+
+def _pool_model():
+    torch.manual_seed(0)
+    return nn.Sequential(quant_nn.QuantConv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         quant_nn.QuantConv2d(4, 2, 1)).eval()
+
+
+def test_default_exporter_exports_an_uncalibrated_model_as_a_calibrated_one_would():
+    """torch 2.11's plain torch.onnx.export is torch.export based (fake tensors, no example-input
+    values): an uncalibrated quantizer exports with a placeholder scale, one warning, and the graph a
+    calibrated export has, so graph-based pairing (the YOLOv7 recipe's, run before calibrating) works."""
+    model = _pool_model()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        program = torch.onnx.export(model, (x,), None, opset_version=13)
+    assert sum(str(m.message) == UNCALIBRATED_EXPORT_WARNING for m in w) == 1
+    graph = program.model_proto.graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("QuantizeLinear") == 4 and ops.count("DequantizeLinear") == 4
+    assert not set(ops) & {"ReduceMax", "Abs"}  # nothing computed from the input at run time
+    # The recipe's MaxPool rule reads the first reader of the pool's output: it must be the Q.
+    pool = next(n for n in graph.node if n.op_type == "MaxPool")
+    first = next(n for n in graph.node if pool.output[0] in n.input)
+    assert first.op_type == "QuantizeLinear"
+    # Weight Q/DQ read the parameter by its module path, which the recipe maps back to the module.
+    weight_q = [n.input[0] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0].endswith("weight")]
+    assert weight_q == ["0.weight", "3.weight"]
+    # Same Q/DQ structure as the calibrated model exports with.
+    for m in model:
+        if isinstance(m, quant_nn.QuantConv2d):
+            m._input_quantizer.amax = 1.0
+            m._weight_quantizer.amax = m.weight.detach().abs().amax(dim=(1, 2, 3), keepdim=True)
+    calibrated = torch.onnx.export(model, (x,), None, opset_version=13)
+    assert [n.op_type for n in calibrated.model_proto.graph.node] == ops
+
+
+def test_strict_torch_export_of_an_uncalibrated_model():
+    """torch.onnx.export falls back to torch.export(strict=True) (Dynamo): a dynamic quantizer traces there too."""
+    model = _pool_model()
+    x = torch.randn(1, 3, 8, 8)
+    ep = torch.export.export(model, (x,), strict=True)
+    targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+    assert targets.count("torchqat.fake_quant.default") == 4
+    assert "torchqat.abs_max.default" not in targets
+    assert all(q.amax is None for q in model.modules() if isinstance(q, quant_nn.TensorQuantizer))

@@ -4,7 +4,11 @@ Eagerly it is the batch's abs-max (torchqat.abs_max). While torch's TorchScript 
 the model, it is computed with tracing paused, so the exported graph holds it as a constant: the
 Q/DQ scales come from the example input, as pytorch-quantization's dynamic quantizers export.
 NVIDIA's YOLOv7 recipe relies on this: it exports before calibrating, to pair quantizers by graph.
-Each such export warns once that its scales are not calibrated.
+torch's default exporter (torch.export based, dynamo=True, what a plain torch.onnx.export runs in
+torch 2.11) sees fake tensors only, so no example-input value exists there: the amax is then a
+placeholder of ones, which gives the graph a calibrated export has (Q/DQ with constant scales,
+nothing computed from the input) but scales that mean nothing. Each such export warns once that
+its scales are not calibrated.
 """
 import warnings
 import weakref
@@ -33,6 +37,17 @@ def _warn_once(state):
 
 def dynamic_amax(inputs, keep_dims):
     """abs-max of `inputs` over the dims not in keep_dims; a trace constant while tracing."""
+    if torch.compiler.is_exporting():
+        # One warning per export: the export's fake-tensor mode identifies it. Dynamo (strict
+        # export) cannot trace the lookup; torch.onnx.export's first, non-strict attempt warns.
+        if not torch.compiler.is_dynamo_compiling():
+            from torch._guards import detect_fake_mode
+            mode = detect_fake_mode(inputs)
+            if mode is not None:
+                _warn_once(mode)
+        keep = {d % inputs.dim() for d in keep_dims}
+        shape = [inputs.shape[d] if d in keep else 1 for d in range(inputs.dim())] if keep else []
+        return torch.ones(shape, dtype=torch.float32, device=inputs.device)
     state = torch._C._get_tracing_state()
     if state is None:
         return ops.abs_max(inputs.detach(), keep_dims)
