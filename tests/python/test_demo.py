@@ -78,9 +78,18 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     for row in ("FP32 (PyTorch)", "PTQ int8 max", "PTQ int8 entropy", "PTQ int8 percentile", "PTQ int8 mse",
                 "QAT int8", "ONNX Runtime int8", "PTQ w4a8", "QAT w4a8", "ONNX file size", "latency"):
         assert f"| {row}" in text, f"row {row!r} missing from the table:\n{text}"
-    for key in ("fp32", "qat", "ort_int8", "w4a8_ptq", "w4a8_qat"):
-        assert 0.0 <= res[key] <= 100.0
-    assert set(res["ptq"]) == {"max", "entropy", "percentile", "mse"}
+    assert set(res["ptq"]) >= {"max", "entropy", "percentile", "mse"}
+    # --quick trains 16 steps: accuracy is low but above chance (10 %), and quantization must not lose
+    # what was learnt. Bounds from the measured quick run (1024 test images, one image = 0.1 point):
+    # int8 rows within 0.2-1.6 points of FP32, ONNX Runtime equal to the fake-quant QAT model, w4a8 within
+    # 1.2. A wrong scale or a broken quantizer falls to chance, 13 points below.
+    assert res["fp32"] > 15.0, res["fp32"]
+    for method, acc in res["ptq"].items():
+        assert abs(acc - res["fp32"]) <= 4.0, (method, acc, res["fp32"])
+    assert abs(res["qat"] - res["fp32"]) <= 4.0, (res["qat"], res["fp32"])
+    assert abs(res["ort_int8"] - res["qat"]) <= 0.3, (res["ort_int8"], res["qat"])  # at most 3 images differ
+    for key in ("w4a8_ptq", "w4a8_qat"):
+        assert abs(res[key] - res["fp32"]) <= 6.0, (key, res[key], res["fp32"])
 
     # The QDQ ONNX model passes the checker and carries Q/DQ pairs.
     model = onnx.load(res["onnx"])
