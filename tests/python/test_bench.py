@@ -12,6 +12,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "bench"))
 
 import _common  # noqa: E402
 import _resnet  # noqa: E402
+import bench_calib  # noqa: E402
 import bench_fake_quant  # noqa: E402
 import bench_qat_step  # noqa: E402
 
@@ -78,3 +79,14 @@ def test_every_figure_is_repeated_and_reported_with_its_spread():
     assert 0 <= t.min <= t.median <= t.max
     per_run = _common.runs_of({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, CPU, 1, 0, 3)
     assert calls[-6:] == ["a", "b"] * 3 and [len(v) for v in per_run.values()] == [3, 3]  # interleaved
+
+
+def test_calib_rows_carry_their_spread():
+    rows = bench_calib.bench_device(CPU, 1 << 18, repeat=1, runs=3)
+    assert [r[1] for r in rows][:4] == ["copy", "histogram", "histogram", "collect"]
+    for dev, what, impl, seconds, nbytes, copy_s in rows:
+        assert seconds.runs == 3 and 0 < seconds.min <= seconds.median <= seconds.max
+    cells = bench_calib._cells(rows[0])
+    assert cells[5] == "1.00" and cells[3].count("[") == 1  # copy vs itself; 'median [min, max]'
+    searches = bench_calib.bench_searches(repeat=1, runs=2)
+    assert [r[1] for r in searches] == ["compute_amax entropy", "compute_amax mse", "compute_amax percentile"]
