@@ -48,7 +48,12 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_backward_impl(const at::Tensor& gr
   at::Tensor grad_amax;
   if (amax_grad) {
     at::Tensor sums;
-    if (L.axis < 0) {
+    if (L.axis == kMultiAxis) {
+      std::vector<int64_t> dims;  // amax's broadcast dims
+      for (int64_t d = 0; d < amax.dim(); ++d)
+        if (amax.size(d) == 1) dims.push_back(d);
+      sums = dims.empty() ? dstep : dstep.sum(dims, /*keepdim=*/true);
+    } else if (L.axis < 0) {
       sums = dstep.sum();
     } else {
       std::vector<int64_t> dims;
@@ -57,7 +62,7 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_backward_impl(const at::Tensor& gr
       sums = dims.empty() ? dstep : dstep.sum(dims);
     }
     // LSQ (Esser et al. 2020): step gradient scaled by 1/sqrt(N * Qp); d step / d amax = 1 / bound.
-    const double per_channel = std::max<double>(1.0, static_cast<double>(L.x.numel()) / L.channels);
+    const double per_channel = std::max<double>(1.0, static_cast<double>(L.x.numel()) / amax.numel());
     const double scale = 1.0 / (std::sqrt(per_channel * r.bound) * r.bound);
     grad_amax = reshape_like_amax(sums * scale, amax);
   }

@@ -1,6 +1,8 @@
 #include "ops/quant_layout.h"
 
+#include <algorithm>
 #include <atomic>
+#include <vector>
 
 #include "torchqat/checks.h"
 
@@ -41,20 +43,27 @@ void check_amax_values(const char* op, const at::Tensor& amax) {
 }
 
 // Axis the amax belongs to when the caller gave none: the one dimension of a
-// broadcast-shaped amax (pytorch-quantization stores weight amax as [K,1,1,1]) that is not 1.
+// broadcast-shaped amax (pytorch-quantization stores weight amax as [K,1,1,1]) that is not 1,
+// or kMultiAxis when several are (axis=(0, 1)): each must then have x's size in that dim.
 // Sizes are read as SymInts throughout, so the Meta kernels (symbolic shapes) share these checks.
 static int64_t infer_axis(const char* op, const at::Tensor& x, const at::Tensor& amax) {
   TORCH_CHECK_VALUE(amax.dim() == x.dim(), op, ": amax of shape ", amax.sym_sizes(),
                     " has several elements but no axis was given; pass axis, or shape amax to broadcast against x of shape ",
                     x.sym_sizes());
   int64_t found = -1;
+  int64_t count = 0;
   for (int64_t d = 0; d < amax.dim(); ++d) {
     if (amax.sym_size(d) == 1) continue;
-    TORCH_CHECK_VALUE(found < 0, op, ": amax of shape ", amax.sym_sizes(),
-                      " varies along more than one axis; only per-tensor or one-axis amax is supported");
     found = d;
+    ++count;
   }
-  return found;
+  if (count < 2) return found;
+  for (int64_t d = 0; d < amax.dim(); ++d) {
+    TORCH_CHECK_VALUE(amax.sym_size(d) == 1 || amax.sym_size(d) == x.sym_size(d), op, ": amax of shape ",
+                      amax.sym_sizes(), " does not match x of shape ", x.sym_sizes(), " in dim ", d,
+                      " (a multi-axis amax has 1 or x's size in each dim)");
+  }
+  return kMultiAxis;
 }
 
 int64_t check_layout(const char* op, const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis) {
@@ -87,7 +96,7 @@ int64_t check_layout(const char* op, const at::Tensor& x, const at::Tensor& amax
     TORCH_CHECK_VALUE(ok, op, ": amax of shape ", amax.sym_sizes(), " does not match x of shape ", x.sym_sizes(),
                       " along axis ", resolved, " (expected ", k, " values)");
   }
-  if (resolved >= 0) {
+  if (resolved >= 0) {  // kMultiAxis was checked dim by dim in infer_axis
     TORCH_CHECK_VALUE(amax.sym_numel() == x.sym_size(resolved), op, ": amax of shape ", amax.sym_sizes(),
                       " does not match x of shape ", x.sym_sizes(), " along axis ", resolved);
   }
@@ -96,6 +105,34 @@ int64_t check_layout(const char* op, const at::Tensor& x, const at::Tensor& amax
 
 at::Tensor dense(const at::Tensor& x) { return x.is_non_overlapping_and_dense() ? x : x.contiguous(); }
 
+// The multi-axis layout: the amax dims (size > 1) of x in memory order merge into one channel
+// dim when each one's stride is the next one's stride times its size; else amax is broadcast to
+// x's own strides, one value per element.
+static void multi_axis_layout(const at::Tensor& amax, Layout& L) {
+  std::vector<int64_t> dims;
+  for (int64_t d = 0; d < amax.dim(); ++d)
+    if (amax.size(d) > 1) dims.push_back(d);
+  std::stable_sort(dims.begin(), dims.end(), [&](int64_t a, int64_t b) { return L.x.stride(a) > L.x.stride(b); });
+  bool nested = true;
+  for (size_t i = 0; i + 1 < dims.size(); ++i)
+    nested = nested && L.x.stride(dims[i]) == L.x.stride(dims[i + 1]) * L.x.size(dims[i + 1]);
+  const at::Tensor a = amax.detach().to(at::kFloat);
+  if (nested) {
+    std::vector<int64_t> perm(dims);
+    for (int64_t d = 0; d < amax.dim(); ++d)
+      if (amax.size(d) == 1) perm.push_back(d);
+    L.amax = a.permute(perm).reshape({-1}).contiguous();
+    L.channels = L.amax.numel();
+    L.inner = L.x.stride(dims.back());
+  } else {
+    at::Tensor full = at::empty_like(L.x, L.x.options().dtype(at::kFloat));  // x's strides
+    full.copy_(a.expand(L.x.sizes()));
+    L.amax = full.as_strided({full.numel()}, {1});
+    L.channels = full.numel();
+    L.inner = 1;
+  }
+}
+
 Layout resolve_layout(const char* op, const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis,
                       bool check_values) {
   Layout L;
@@ -103,6 +140,10 @@ Layout resolve_layout(const char* op, const at::Tensor& x, const at::Tensor& ama
   if (check_values) check_amax_values(op, amax);
 
   L.x = dense(x);
+  if (L.axis == kMultiAxis) {
+    multi_axis_layout(amax, L);
+    return L;
+  }
   L.amax = amax.detach().reshape({-1}).to(at::kFloat).contiguous();
   L.channels = L.axis < 0 ? 1 : L.x.size(L.axis);
   L.inner = L.axis < 0 ? 1 : L.x.stride(L.axis);

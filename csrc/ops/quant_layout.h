@@ -17,22 +17,29 @@ struct QuantRange {
 
 QuantRange quant_range(const char* op, int64_t num_bits, bool is_unsigned, bool narrow_range);
 
+// check_layout's axis for an amax that varies along several dims of x (broadcast-shaped, e.g.
+// [K, C, 1, 1] for a quantizer with axis=(0, 1)).
+constexpr int64_t kMultiAxis = -2;
+
 struct Layout {
   at::Tensor x;        // dense (non-overlapping) version of the input, strides preserved if possible
   at::Tensor amax;     // float32, contiguous, [channels], same device as x
-  int64_t axis;        // -1 for per tensor
+  int64_t axis;        // -1 for per tensor, kMultiAxis for an amax over several dims
   int64_t channels;    // 1 for per tensor
   int64_t inner;       // memory stride of the channel axis (1 for per tensor)
 };
 
 // Checks x's dtype, amax's shape against axis and devices (not amax's values); returns the
-// channel axis of x (-1 per tensor). Reads sizes as SymInts: the Meta kernels call it too.
+// channel axis of x (-1 per tensor, kMultiAxis when a broadcast-shaped amax varies along several
+// dims: each of them must have x's size there). Reads sizes as SymInts: the Meta kernels call it too.
 int64_t check_layout(const char* op, const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis);
 
 // x itself when dense in memory (any strides), else a contiguous copy: the layout kernels walk.
 at::Tensor dense(const at::Tensor& x);
 
-// check_layout, then amax's values, then the layout the kernels walk.
+// check_layout, then amax's values, then the layout the kernels walk. A multi-axis amax is one
+// channel dim when its dims nest in memory (channels = their product, inner = the innermost
+// stride); otherwise it is broadcast to x's layout (one amax per element, inner 1).
 // check_values=false skips the value check (backward: forward already checked them).
 Layout resolve_layout(const char* op, const at::Tensor& x, const at::Tensor& amax,
                       std::optional<int64_t> axis, bool check_values = true);

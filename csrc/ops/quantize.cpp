@@ -21,8 +21,10 @@ void check_quantized_input(const char* op, const at::Tensor& q) {
 
 namespace {
 
-// Shape that broadcasts a [channels] vector against x along axis.
-std::vector<int64_t> channel_shape(int64_t dim, int64_t axis, int64_t channels) {
+// Shape that broadcasts a [channels] vector against x along axis (a multi-axis amax keeps its
+// own broadcast shape).
+std::vector<int64_t> channel_shape(int64_t dim, int64_t axis, int64_t channels, const at::Tensor& amax) {
+  if (axis == kMultiAxis) return amax.sizes().vec();
   std::vector<int64_t> s(static_cast<size_t>(std::max<int64_t>(dim, 1)), 1);
   if (axis >= 0) s[static_cast<size_t>(axis)] = channels;
   return s;
@@ -33,12 +35,13 @@ std::tuple<at::Tensor, at::Tensor> quantize(const at::Tensor& x, const at::Tenso
   const char* op = "torchqat.quantize";
   const QuantRange r = quant_range(op, num_bits, is_unsigned, narrow_range);
   const Layout L = resolve_layout(op, x, amax, axis);
-  at::Tensor step = L.amax / r.bound;
+  const at::Tensor per_channel = L.axis == kMultiAxis ? amax.detach().to(at::kFloat) : L.amax;
+  at::Tensor step = per_channel / r.bound;
   at::Tensor inv = at::reciprocal(step);
   const at::Tensor zero = at::logical_not(at::isfinite(inv));  // amax 0: channel quantizes to 0
   inv = inv.masked_fill(zero, 0.0f);
   step = step.masked_fill(zero, 1.0f);
-  const auto shape = channel_shape(x.dim(), L.axis, L.channels);
+  const auto shape = channel_shape(x.dim(), L.axis, L.channels, amax);
   const at::Tensor xf = L.x.to(at::kFloat);
   at::Tensor q = at::clamp(at::round(xf * inv.reshape(shape)), r.qmin, r.qmax).to(quant_int_type(num_bits, is_unsigned));
   if (x.dim() == 0) q = q.reshape({});
@@ -51,8 +54,9 @@ at::Tensor dequantize(const at::Tensor& q, const at::Tensor& scale, std::optiona
   const char* op = "torchqat.dequantize";
   check_quantized_input(op, q);
   const Layout L = resolve_layout(op, q.to(at::kFloat), scale, axis);
-  const auto shape = channel_shape(q.dim(), L.axis, L.channels);
-  at::Tensor y = L.x * L.amax.reshape(shape);
+  const auto shape = channel_shape(q.dim(), L.axis, L.channels, scale);
+  const at::Tensor per_channel = L.axis == kMultiAxis ? scale.detach().to(at::kFloat) : L.amax;
+  at::Tensor y = L.x * per_channel.reshape(shape);
   if (q.dim() == 0) y = y.reshape({});
   return y.to(dtype.value_or(at::kFloat));
 }

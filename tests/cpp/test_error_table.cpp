@@ -189,7 +189,7 @@ const std::map<std::string, std::function<void()>>& cases() {
       {"E08", [] { fq(X, torch::ones({3}), 8, 5); }},
       {"E09", [] { fq(X, torch::ones({5}), 8, 1); }},
       {"E10", [] { fq(X, torch::ones({4, 1, 1})); }},
-      {"E11", [] { fq(X, torch::ones({4, 3})); }},
+      {"E250", [] { fq(X, torch::ones({4, 2})); }},
       {"E12", [] { fq(X.cuda(), scalar(1)); }},
       {"E13", [] { torchqat::quantize(X, scalar(1), 20); }},
       {"E14", [] { torchqat::quantize(X, scalar(kNaN)); }},
@@ -268,6 +268,14 @@ const std::map<std::string, std::function<void()>>& cases() {
            return std::vector<at::Tensor>{std::get<0>(cell->forward(in[0]))};
          };
          torchqat::onnx::export_model(cell, forward, {torch::randn({2, 4})}, "e147_never_written.onnx");
+       }},
+      {"E252",
+       [] {
+         tqnn::QuantLinear m(torch::nn::LinearOptions(3, 4), std::nullopt,
+                             QuantDescriptor().axis(std::vector<int64_t>{0, 1}));
+         m->input_quantizer()->set_amax(scalar(1));
+         m->weight_quantizer()->set_amax(torch::ones({4, 3}));
+         torchqat::onnx::export_model(m, {torch::randn({2, 3})}, "e252_never_written.onnx");
        }},
       {"E111", [] { HistogramCalibrator().collect(torch::tensor({1.0, 1e39}, torch::kDouble)); }},
       {"E76",

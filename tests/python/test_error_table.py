@@ -75,6 +75,14 @@ def _max_shape_change():
     c.collect(torch.randn(5, 3))
 
 
+def _multi_axis_conv():
+    """A conv whose weight amax varies along dims 0 and 1 (calibrated: [4, 3, 1, 1])."""
+    m = nn.Sequential(qnn.QuantConv2d(3, 4, 1, quant_desc_weight=QuantDescriptor(axis=(0, 1))))
+    m[0]._input_quantizer.amax = 1.0
+    m[0]._weight_quantizer.amax = m[0].weight.detach().abs().amax(dim=(2, 3), keepdim=True)
+    return m
+
+
 def _linear_model():
     return nn.Sequential(nn.Linear(2, 2))
 
@@ -133,7 +141,10 @@ CASES = {
     "E08": lambda t: _fq(amax=torch.ones(3), axis=5),
     "E09": lambda t: _fq(amax=torch.ones(5), axis=1),
     "E10": lambda t: _fq(amax=torch.ones(4, 1, 1)),
-    "E11": lambda t: _fq(amax=torch.ones(4, 3)),
+    "E250": lambda t: _fq(amax=torch.ones(4, 2)),
+    "E251": lambda t: torchqat.onnx.export(_multi_axis_conv(), (torch.randn(1, 3, 4, 4),), io.BytesIO()),
+    "E253": lambda t: torch.onnx.export(_multi_axis_conv(), (torch.randn(1, 3, 4, 4),), io.BytesIO(), dynamo=False,
+                                        opset_version=13),
     "E12": lambda t: _fq(x=X.cuda()),
     "E13": lambda t: op.quantize(X, torch.tensor(1.0), 20, False, False, None),
     "E14": lambda t: op.quantize(X, torch.tensor(float("nan")), 8, False, False, None),
