@@ -3,6 +3,7 @@
 // O(bins), and candidates run in parallel; the mse search fake-quantizes the non-empty bin
 // centres per candidate with the kernels' own arithmetic, candidates in parallel.
 #include "torchqat/calib/amax_search.h"
+#include "torchqat/calib/numpy_histogram.h"
 
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
@@ -134,26 +135,25 @@ double amax_percentile(const std::vector<int64_t>& counts, double width, double 
   return static_cast<double>(n) * width;
 }
 
-double amax_mse(const std::vector<int64_t>& counts, double width, int64_t num_bits, bool is_unsigned,
-                int64_t start_bin, int64_t stride) {
-  const char* what = "amax_mse";
-  check_hist(what, counts, width);
+namespace {
+
+// The mse search over bin centres center(j) (float32): the first minimum of
+// sum_j count_j (fake_quant(c_j; amax = c_i) - c_j)^2 over candidates i.
+template <typename Center>
+double mse_search(const char* what, const std::vector<int64_t>& counts, Center center, int64_t num_bits,
+                  bool is_unsigned, int64_t start_bin, int64_t stride) {
   const int64_t n = static_cast<int64_t>(counts.size());
   check_search(what, num_bits, start_bin, stride, n - 1);
-  // The search quantizes float32 bin centres: past float32's range they would be Inf.
-  const double top_center = (static_cast<double>(n) - 0.5) * width;
-  TORCH_CHECK_VALUE(top_center <= std::numeric_limits<float>::max(), what, ": bin centres reach ", top_center,
-                    " (", n, " bins of width ", width, "), beyond the float32 range the search quantizes in");
   // Empty bins add nothing to any candidate's error: only non-empty bins are quantized.
   std::vector<float> c_nz;
   std::vector<double> w_nz;
   for (int64_t j = 0; j < n; ++j) {
     if (counts[j] != 0) {
-      c_nz.push_back(bin_center(j, width));
+      c_nz.push_back(center(j));
       w_nz.push_back(static_cast<double>(counts[j]));
     }
   }
-  if (c_nz.empty()) return static_cast<double>(bin_center(start_bin, width));  // all errors 0: the first
+  if (c_nz.empty()) return static_cast<double>(center(start_bin));  // all errors 0: the first
   const int64_t m = static_cast<int64_t>(c_nz.size());
   const int64_t ncand = (n - 1 - start_bin) / stride + 1;
   // narrow_range: pytorch-quantization's fake_tensor_quant default, which its mse search uses.
@@ -164,12 +164,41 @@ double amax_mse(const std::vector<int64_t>& counts, double width, int64_t num_bi
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / m);
   at::parallel_for(0, ncand, grain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const detail::Step s = detail::make_step(bin_center(start_bin + i * stride, width), r.bound);
+      const detail::Step s = detail::make_step(center(start_bin + i * stride), r.bound);
       err[static_cast<size_t>(i)] = weighted_sq_error(c_nz.data(), w_nz.data(), m, s, r.qmin, r.qmax);
     }
   });
   const int64_t best = std::min_element(err.begin(), err.end()) - err.begin();  // the first minimum
-  return static_cast<double>(bin_center(start_bin + best * stride, width));
+  return static_cast<double>(center(start_bin + best * stride));
+}
+
+}  // namespace
+
+double amax_mse(const std::vector<int64_t>& counts, double width, int64_t num_bits, bool is_unsigned,
+                int64_t start_bin, int64_t stride) {
+  const char* what = "amax_mse";
+  check_hist(what, counts, width);
+  const int64_t n = static_cast<int64_t>(counts.size());
+  // The search quantizes float32 bin centres: past float32's range they would be Inf.
+  const double top_center = (static_cast<double>(n) - 0.5) * width;
+  TORCH_CHECK_VALUE(top_center <= std::numeric_limits<float>::max(), what, ": bin centres reach ", top_center,
+                    " (", n, " bins of width ", width, "), beyond the float32 range the search quantizes in");
+  return mse_search(what, counts, [width](int64_t j) { return bin_center(j, width); }, num_bits, is_unsigned,
+                    start_bin, stride);
+}
+
+double amax_mse_edges(const std::vector<int64_t>& counts, const std::vector<float>& edges, int64_t num_bits,
+                      bool is_unsigned, int64_t start_bin, int64_t stride) {
+  const char* what = "amax_mse";
+  TORCH_CHECK_VALUE(edges.size() == counts.size() + 1, what, ": ", counts.size(), " counts need ", counts.size() + 1,
+                    " bin edges, got ", edges.size());
+  check_hist(what, counts, 1.0);
+  for (float e : edges) TORCH_CHECK_VALUE(std::isfinite(e) && e >= 0.0f, what, ": bin edges must be finite and >= 0");
+  // (edges[1:] + edges[:-1]) / 2 in float32, as pytorch-quantization computes its centres.
+  std::vector<float> centers(counts.size());
+  for (size_t j = 0; j < centers.size(); ++j) centers[j] = (edges[j + 1] + edges[j]) / 2.0f;
+  return mse_search(what, counts, [&centers](int64_t j) { return centers[static_cast<size_t>(j)]; }, num_bits,
+                    is_unsigned, start_bin, stride);
 }
 
 }  // namespace calib

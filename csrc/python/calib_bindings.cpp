@@ -6,6 +6,7 @@
 #include "torchqat/calib/amax_search.h"
 #include "torchqat/calib/histogram_calibrator.h"
 #include "torchqat/calib/max_calibrator.h"
+#include "torchqat/calib/numpy_histogram.h"
 
 namespace py = pybind11;
 
@@ -66,6 +67,19 @@ void bind_calibrators(py::module_& m) {
         py::arg("unsigned") = false, py::arg("start_bin") = 128, py::arg("stride") = 1,
         py::call_guard<py::gil_scoped_release>());
   m.def("amax_percentile", &calib::amax_percentile, py::arg("counts"), py::arg("width"), py::arg("percentile"),
+        py::call_guard<py::gil_scoped_release>());
+  // pytorch-quantization's numpy histogram path (HistogramCalibrator(torch_hist=False)).
+  m.def(
+      "numpy_histogram_collect",
+      [](const at::Tensor& x, std::optional<at::Tensor> hist, std::optional<at::Tensor> edges, int64_t num_bins,
+         bool skip_zeros) {
+        return calib::numpy_histogram_collect(x, hist.value_or(at::Tensor()), edges.value_or(at::Tensor()), num_bins,
+                                              skip_zeros);
+      },
+      py::arg("x"), py::arg("hist"), py::arg("edges"), py::arg("num_bins"), py::arg("skip_zeros") = false,
+      py::call_guard<py::gil_scoped_release>());
+  m.def("amax_mse_edges", &calib::amax_mse_edges, py::arg("counts"), py::arg("edges"), py::arg("num_bits") = 8,
+        py::arg("unsigned") = false, py::arg("start_bin") = 128, py::arg("stride") = 1,
         py::call_guard<py::gil_scoped_release>());
   m.def("amax_mse", &calib::amax_mse, py::arg("counts"), py::arg("width"), py::arg("num_bits") = 8,
         py::arg("unsigned") = false, py::arg("start_bin") = 128, py::arg("stride") = 1,

@@ -142,6 +142,8 @@ CASES = {
     "E09": lambda t: _fq(amax=torch.ones(5), axis=1),
     "E10": lambda t: _fq(amax=torch.ones(4, 1, 1)),
     "E250": lambda t: _fq(amax=torch.ones(4, 2)),
+    "E254": lambda t: calib.HistogramCalibrator(8, None, False, torch_hist=False).collect(torch.tensor([1.0, float("nan")])),
+    "E255": lambda t: calib.HistogramCalibrator(8, None, False, skip_zeros=True, torch_hist=False).collect(torch.zeros(4)),
     "E251": lambda t: torchqat.onnx.export(_multi_axis_conv(), (torch.randn(1, 3, 4, 4),), io.BytesIO()),
     "E253": lambda t: torch.onnx.export(_multi_axis_conv(), (torch.randn(1, 3, 4, 4),), io.BytesIO(), dynamo=False,
                                         opset_version=13),

@@ -21,9 +21,12 @@ class HistogramCalibrator:
 
     Args (pytorch-quantization's): num_bits, axis (must be None: per tensor only), unsigned,
     num_bins (>= 2^(num_bits-1+unsigned)), grow_method (deprecated, ignored), skip_zeros (do not
-    count exact zeros), torch_hist (ignored: one C++ histogram serves both of its paths; note
-    that its numpy path started the range at the data minimum, this one always starts at 0).
+    count exact zeros), torch_hist (True: the histogram above; False: pytorch-quantization's numpy
+    path, bit for bit: the first batch's bins span its [min, max] (not from 0), later batches append
+    bins of the same width and values below the first edge are dropped; compute_amax reads those
+    edges. Read when collect is called, so setting `_torch_hist` afterwards, as scripts do, works).
     Counts are int64 (no saturation at 2^24). NaN or Inf in collected data raise ValueError.
+    Unlike the predecessor, 'entropy' does not overwrite the stored first bin.
     """
 
     def __init__(self, num_bits=8, axis=None, unsigned=False, num_bins=2048, grow_method=None, skip_zeros=False,
@@ -37,6 +40,7 @@ class HistogramCalibrator:
         self._num_bins = num_bins
         self._skip_zeros = skip_zeros
         self._torch_hist = torch_hist
+        self._np_state = None  # (int64 counts, numpy-dtype edges) of the torch_hist=False path
         self._impl = self._make_impl()
         # Set by torchqat.calibrate under torch.distributed: every rank collects the same batches
         # in step, so the first batch's range can be agreed on (one bin width on every rank).
@@ -58,6 +62,7 @@ class HistogramCalibrator:
         state = dict(state)
         hist, width, zeros = state.pop("_impl_state")
         self.__dict__.update(state)
+        self.__dict__.setdefault("_np_state", None)  # pickled before the torch_hist=False path existed
         self._impl = self._make_impl()
         if hist is not None:
             self._impl.set_state(hist, width)
@@ -66,7 +71,10 @@ class HistogramCalibrator:
 
     @property
     def _calib_hist(self):
-        """The int64 counts (on the data's device), None before any non-zero data."""
+        """The int64 counts (on the data's device), None before any non-zero data; numpy's int64 array
+        on the torch_hist=False path."""
+        if self._np_state is not None:
+            return self._np_state[0].numpy()
         return self._impl.histogram()
 
     @property
@@ -75,7 +83,10 @@ class HistogramCalibrator:
 
     @property
     def _calib_bin_edges(self):
-        """Bin edges i * width (float64, CPU), None before any non-zero data."""
+        """Bin edges i * width (float64, CPU), None before any non-zero data; numpy's float32 edges on
+        the torch_hist=False path."""
+        if self._np_state is not None:
+            return self._np_state[1].numpy()
         h = self._impl.histogram()
         if h is None:
             return None
@@ -83,6 +94,10 @@ class HistogramCalibrator:
 
     def collect(self, x):
         """Adds |x| to the histogram (growing the range first if x exceeds it)."""
+        if not self._torch_hist:
+            hist, edges = self._np_state if self._np_state is not None else (None, None)
+            self._np_state = _C.numpy_histogram_collect(x.detach(), hist, edges, self._num_bins, self._skip_zeros)
+            return
         if self._lockstep and self._impl.bin_width() == 0.0 and _distributed.active():
             # Until a range is fixed, ranks agree on it: the first non-zero batch max over all
             # ranks sets one bin width everywhere, as one process seeing all the data would.
@@ -93,11 +108,12 @@ class HistogramCalibrator:
 
     def reset(self):
         """Forgets every count collected."""
+        self._np_state = None
         self._impl.reset()
 
     def has_data(self):
         """True once collect saw a value (all-zero data counts: its amax is 0)."""
-        return self._impl.histogram() is not None or self._impl.pending_zeros() > 0
+        return self._np_state is not None or self._impl.histogram() is not None or self._impl.pending_zeros() > 0
 
     def compute_amax(self, method="entropy", *, stride=1, start_bin=128, percentile=99.99):
         """amax (a 0-d float32 tensor on the histogram's device) by method; RuntimeError before any collect.
@@ -109,12 +125,28 @@ class HistogramCalibrator:
         if method not in _METHODS:
             raise ValueError(f"HistogramCalibrator: unknown calibration method {method!r}; "
                              f"use one of {', '.join(repr(m) for m in _METHODS)}")
+        if self._np_state is not None:
+            return self._numpy_path_amax(method, stride, start_bin, percentile)
         amax = self._impl.compute_amax(method, start_bin, stride, percentile)  # validates the arguments first
         if amax is None:
             # An error, not None: a None amax would flow on and fail far away.
             raise RuntimeError("HistogramCalibrator.compute_amax: no data collected yet; call collect() with "
                                "at least one non-empty tensor first")
         return amax
+
+    def _numpy_path_amax(self, method, stride, start_bin, percentile):
+        """The searches on the numpy path's edges: the C++ searches give the bin index (unit width),
+        the amax is the edge there ('mse': the float32 centre, from the edges in C++)."""
+        counts = self._np_state[0].tolist()
+        edges = self._np_state[1]
+        if method == "mse":
+            amax = _C.amax_mse_edges(counts, edges.tolist(), self._num_bits, self._unsigned, start_bin, stride)
+            return torch.tensor(amax, dtype=torch.float32)
+        if method == "entropy":
+            i = _C.amax_entropy(counts, 1.0, self._num_bits, self._unsigned, start_bin, stride)
+        else:
+            i = _C.amax_percentile(counts, 1.0, percentile)
+        return edges[int(i)].to(torch.float32)  # the predecessor's torch.tensor(edge.item())
 
     def sync(self, group=None):
         """Merges the histograms of every process of group (all must call it): ranges are unified by
@@ -127,6 +159,9 @@ class HistogramCalibrator:
         """
         if not _distributed.active(group):
             return
+        if self._np_state is not None:
+            raise NotImplementedError("HistogramCalibrator.sync: torch_hist=False histograms (numpy's bins) are not "
+                                      "synced across processes; calibrate with torch_hist=True")
         dev = _distributed.device(group)
         h = self._impl.histogram()
         mine = self._impl.bin_width() if h is not None else 0.0
