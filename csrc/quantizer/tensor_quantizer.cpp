@@ -14,7 +14,15 @@ TensorQuantizerImpl::TensorQuantizerImpl(QuantDescriptor desc) : desc_(std::move
 
 void TensorQuantizerImpl::reset() {
   at::Tensor init;
-  if (desc_.amax()) {
+  // Cloneable::clone() copy-constructs, drops the copy's buffers and parameters and calls reset():
+  // an amax set after construction (set_amax, load_calib_amax, a checkpoint) is then still held in
+  // amax_ but registered nowhere. Registering it again gives the copy the original's buffers (clone
+  // then copies their values); an explicit reset() still returns to the descriptor's state.
+  const bool cloning = amax_.defined() && !named_buffers(/*recurse=*/false).contains("_amax") &&
+                       !named_parameters(/*recurse=*/false).contains("_amax");
+  if (cloning) {
+    init = amax_.detach().clone();
+  } else if (desc_.amax()) {
     const auto& v = *desc_.amax();
     init = v.size() == 1 ? torch::tensor(v[0]) : torch::tensor(v);
   } else if (desc_.learn_amax()) {

@@ -80,3 +80,43 @@ TEST_CASE("load_calib_amax before calibration is an error, calib mode then loads
   q->load_calib_amax();
   REQUIRE(q->amax().item<float>() == 3.0f);
 }
+
+TEST_CASE("clone keeps an amax set after construction", "[quantizer]") {
+  // Cloneable::clone rebuilds buffers with reset(); an amax from set_amax / load_calib_amax / a
+  // checkpoint is not the descriptor's, and clone used to fail on the buffer count.
+  TensorQuantizer q(QuantDescriptor().axis(std::vector<int64_t>{0}));
+  q->set_amax(torch::tensor({1.0f, 2.0f, 3.0f}).reshape({3, 1}));
+  q->disable_quant();
+  auto c = std::dynamic_pointer_cast<torchqat::TensorQuantizerImpl>(q->clone());
+  REQUIRE(c);
+  REQUIRE(c->has_amax());
+  CHECK(torch::equal(c->amax(), q->amax()));
+  CHECK(c->amax().data_ptr() != q->amax().data_ptr());  // a copy, not shared
+  CHECK(c->named_buffers().size() == 1);
+  CHECK_FALSE(c->quant_enabled());
+  c->set_amax(torch::ones({3, 1}));
+  CHECK(q->amax()[2].item<float>() == 3.0f);
+
+  // A calibrated quantizer (amax from its calibrator) clones too, and quantizes the same.
+  TensorQuantizer cal;
+  auto x = torch::randn({64}) * 2;
+  cal->enable_calib();
+  cal->disable_quant();
+  cal(x);
+  cal->load_calib_amax();
+  cal->disable_calib();
+  cal->enable_quant();
+  auto cc = std::dynamic_pointer_cast<torchqat::TensorQuantizerImpl>(cal->clone());
+  CHECK(torch::equal(cc->forward(x), cal(x)));
+
+  // An explicit reset() still returns to the descriptor's state (no amax here).
+  cal->reset();
+  CHECK_FALSE(cal->has_amax());
+
+  // A learned amax (a parameter) set to another value clones with it.
+  TensorQuantizer learned(QuantDescriptor().learn_amax(true));
+  learned->set_amax(torch::tensor(4.0f));
+  auto lc = std::dynamic_pointer_cast<torchqat::TensorQuantizerImpl>(learned->clone());
+  CHECK(lc->amax().item<float>() == 4.0f);
+  CHECK(lc->named_parameters().size() == 1);
+}
