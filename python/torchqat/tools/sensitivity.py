@@ -5,7 +5,8 @@
     torchqat.tools.partial_quantize(model, eval_fn, n=3)   # keep the 3 most sensitive layers float
 
 A "layer" is a module that holds TensorQuantizers directly (QuantConv2d, QuantLinear, QuantAdd,
-...) with at least one enabled. eval_fn(model) returns a number (higher is better unless
+...) or in lists of quantizers (QuantLSTM's per-layer `_input_quantizers` / `_weight_quantizers`,
+slots named like `_input_quantizers.0`) with at least one enabled. eval_fn(model) returns a number (higher is better unless
 higher_is_better=False, e.g. for a loss); it is responsible for no_grad / eval mode.
 
 - mode="one_at_a_time": only that layer quantized, the rest float. sensitivity = float score
@@ -32,15 +33,39 @@ __all__ = ["sensitivity", "partial_quantize", "quantized_layers", "SensitivityTa
 _MODES = ("one_at_a_time", "all_but_one")
 
 
+def _is_quantizer_list(m):
+    return isinstance(m, (nn.ModuleList, nn.ModuleDict)) and len(m) > 0 and \
+        all(isinstance(q, TensorQuantizer) for q in m._modules.values())
+
+
+def _quantizer_slots(m):
+    """[(slot name, holder module, key)] of the TensorQuantizers m holds directly or in a list of
+    quantizers (QuantLSTM's `_input_quantizers.<i>`)."""
+    out = []
+    for a, c in m._modules.items():
+        if isinstance(c, TensorQuantizer):
+            out.append((a, m, a))
+        elif _is_quantizer_list(c):
+            out.extend((f"{a}.{k}", c, k) for k in c._modules)
+    return out
+
+
+def _slot(m, attr):
+    """(holder, key) of slot attr of layer m."""
+    holder_path, _, key = attr.rpartition(".")
+    return (m.get_submodule(holder_path) if holder_path else m), key
+
+
 def quantized_layers(model):
-    """[(name, [quantizer attribute names])] of the modules holding enabled TensorQuantizers directly."""
+    """[(name, [quantizer slot names])] of the modules holding enabled TensorQuantizers directly or in
+    lists of quantizers (a list itself is part of the module that holds it, not a layer)."""
     out = []
     for name, m in model.named_modules():
-        if isinstance(m, TensorQuantizer):
+        if isinstance(m, TensorQuantizer) or _is_quantizer_list(m):
             continue
-        attrs = [a for a, c in m._modules.items() if isinstance(c, TensorQuantizer)]
-        if attrs and any(not m._modules[a]._disabled for a in attrs):
-            out.append((name, attrs))
+        slots = _quantizer_slots(m)
+        if slots and any(not h._modules[k]._disabled for _, h, k in slots):
+            out.append((name, [a for a, _, _ in slots]))
     return out
 
 
@@ -103,8 +128,9 @@ class _FloatLayers:
         for name, attrs in self.layers:
             m = self.model.get_submodule(name)
             for a in attrs:
-                self.saved.append((m, a, m._modules[a]))
-                m._modules[a] = nn.Identity()
+                holder, key = _slot(m, a)
+                self.saved.append((holder, key, holder._modules[key]))
+                holder._modules[key] = nn.Identity()
         return self
 
     def __exit__(self, *exc):
@@ -219,20 +245,20 @@ def partial_quantize(model, eval_fn=None, n=1, mode="all_but_one", *, table=None
     names = table.most_sensitive(n)
     holders = {}
     for parent_name, parent in model.named_modules(remove_duplicate=False):
-        for a, c in parent._modules.items():
-            if isinstance(c, TensorQuantizer):
-                holders.setdefault(id(c), set()).add(parent_name)
+        if isinstance(parent, TensorQuantizer) or _is_quantizer_list(parent):
+            continue
+        for _, h, k in _quantizer_slots(parent):
+            holders.setdefault(id(h._modules[k]), set()).add(parent_name)
     for name in names:
         m = model.get_submodule(name)
         copies = {}
-        for a, q in list(m._modules.items()):
-            if not isinstance(q, TensorQuantizer):
-                continue
+        for _, h, k in _quantizer_slots(m):
+            q = h._modules[k]
             if holders.get(id(q), {name}) - {name}:  # shared with another layer: give this one its own
                 if id(q) not in copies:
                     copies[id(q)] = copy.deepcopy(q)
                     copies[id(q)].disable()
-                m._modules[a] = copies[id(q)]
+                h._modules[k] = copies[id(q)]
             else:
                 q.disable()
     return names

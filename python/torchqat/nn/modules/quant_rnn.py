@@ -28,7 +28,10 @@ __all__ = ["QuantRNNBase", "QuantLSTM", "QuantRNNCellBase", "QuantLSTMCell", "LS
 
 
 def _is_bypassed(quantizer):
-    """True when the quantizer returns its input unchanged (so it can be skipped)."""
+    """True when the quantizer returns its input unchanged (so it can be skipped); an nn.Identity in
+    the slot (how tools.sensitivity makes a layer float) is one too."""
+    if isinstance(quantizer, torch.nn.Identity):
+        return True
     if getattr(quantizer, "_pre_quant_scale", None) is not None:
         return False
     return quantizer._disabled or not (quantizer._if_quant or quantizer._if_calib)
