@@ -285,3 +285,27 @@ def test_yolov7_qat_flow_as_nvidia_writes_it(recipe_defaults, tmp_path):
         step = np.abs(ref).max() / 127
         assert np.abs(got - ref).max() <= 2 * step
         assert np.mean(np.abs(got - ref) < 1e-4) > 0.9
+
+
+def test_pairing_before_calibration_with_torchs_default_exporter(recipe_defaults, tmp_path):
+    """torch 2.11's plain torch.onnx.export (torch.export based), which the recipe's export_onnx reaches
+    when it passes no dynamo=False, gives the uncalibrated model the graph the TorchScript export gives:
+    the same quantizer pairs (on an ELAN block and a MaxPool branch block: torch.export of the whole
+    network costs too long for CI)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(yolo_like.ConvBNAct(3, 8, 3), yolo_like.ELAN(8, 8, 4), yolo_like.MPDown(8, 4),
+                              yolo_like.ConvBNAct(8, 8, 1))
+    x = torch.rand(1, 3, 16, 16)
+    model = torchqat.fold_bn(net.eval(), example_inputs=x)
+    replace_modules(model, IGNORE)
+    export_onnx(model, x, str(tmp_path / "ts.onnx"), opset_version=13)
+    model.eval()
+    with torch.no_grad(), warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        torch.onnx.export(model, (x,), str(tmp_path / "dynamo.onnx"), opset_version=13)
+    assert sum(str(m.message) == UNCALIBRATED_EXPORT_WARNING for m in w) == 1
+    ts_pairs = find_pairs(onnx.load(str(tmp_path / "ts.onnx")))
+    assert sorted(ts_pairs) == [("1.out.conv", "1.cv3.conv"), ("1.out.conv", "1.cv5.conv"),  # Concat inputs
+                                ("2.cv1.conv", "2.cv2.conv")]  # the MaxPool rule
+    assert sorted(find_pairs(onnx.load(str(tmp_path / "dynamo.onnx")))) == sorted(ts_pairs)
+    assert all(q.amax is None for q in quantizers(model))
