@@ -9,6 +9,7 @@
 #include "torchqat/calib/amax_search.h"
 #include "torchqat/calib/histogram_calibrator.h"
 #include "torchqat/calib/max_calibrator.h"
+#include "torchqat/calib/numpy_histogram.h"
 #include "torchqat/calib/stats.h"
 #include "torchqat/ops.h"
 
@@ -280,4 +281,29 @@ TEST_CASE("HistogramCalibrator merges state for distributed use", "[calib]") {
   CHECK_THROWS_AS(b.set_state(torch::zeros({4}), 1.0), c10::ValueError);
   CHECK_THROWS_AS(b.set_state(-torch::ones({4}, at::kLong), 1.0), c10::ValueError);
   CHECK_THROWS_AS(b.set_state(torch::ones({4}, at::kLong), 0.0), c10::ValueError);
+}
+
+TEST_CASE("numpy histogram path: range from the data minimum and growth by appended bins", "[calib]") {
+  // np.histogram([1, 2, 3, 4], bins=3): edges 1, 2, 3, 4 (float32), the last bin closed.
+  auto [h, e] = numpy_histogram_collect(torch::tensor({-1.0f, 2.0f, 3.0f, 4.0f}), at::Tensor(), at::Tensor(), 3, false);
+  CHECK(e.scalar_type() == torch::kFloat);
+  CHECK(torch::equal(e, torch::tensor({1.0f, 2.0f, 3.0f, 4.0f})));
+  CHECK(torch::equal(h, torch::tensor({1, 1, 2}, torch::kLong)));
+  // A later max of 6: np.arange(5, 7, 1) appended (float64 from then on); 0.5 is below the first
+  // edge and dropped, as np.histogram drops it.
+  auto [h2, e2] = numpy_histogram_collect(torch::tensor({0.5f, 6.0f, 4.5f}), h, e, 3, false);
+  CHECK(e2.scalar_type() == torch::kDouble);
+  CHECK(torch::equal(e2, torch::tensor({1.0, 2.0, 3.0, 4.0, 5.0, 6.0}, torch::kDouble)));
+  CHECK(torch::equal(h2, torch::tensor({1, 1, 2, 1, 1}, torch::kLong)));
+  // skip_zeros drops exact zeros; one value only: numpy widens the range by 0.5 on each side.
+  auto [h3, e3] = numpy_histogram_collect(torch::tensor({0.0f, 2.0f}), at::Tensor(), at::Tensor(), 2, true);
+  CHECK(torch::equal(e3, torch::tensor({1.5f, 2.0f, 2.5f})));
+  CHECK(torch::equal(h3, torch::tensor({0, 1}, torch::kLong)));
+  CHECK_THROWS_WITH(numpy_histogram_collect(torch::tensor({NAN}), at::Tensor(), at::Tensor(), 4, false),
+                    Catch::Contains("NaN or Inf"));
+  // mse over explicit edges: centres (e[j] + e[j+1]) / 2; a single non-empty bin is its own best amax.
+  const std::vector<int64_t> counts = {0, 0, 0, 5};
+  const std::vector<float> edges = {1.0f, 2.0f, 3.0f, 4.0f, 5.0f};
+  CHECK(amax_mse_edges(counts, edges, 8, false, 1, 1) == 4.5);
+  CHECK_THROWS_WITH(amax_mse_edges(counts, {1.0f, 2.0f}, 8, false, 1, 1), Catch::Contains("bin edges"));
 }
