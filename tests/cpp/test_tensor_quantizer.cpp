@@ -120,3 +120,24 @@ TEST_CASE("clone keeps an amax set after construction", "[quantizer]") {
   CHECK(lc->amax().item<float>() == 4.0f);
   CHECK(lc->named_parameters().size() == 1);
 }
+
+TEST_CASE("a two-axis quantizer keeps one amax per dim-0 and dim-1 pair when dynamic and when calibrated", "[quantizer]") {
+  TensorQuantizer q(QuantDescriptor().axis(std::vector<int64_t>{0, 1}));
+  auto w = torch::randn({4, 3, 3, 3});
+  const auto amax = w.abs().amax({2, 3}, /*keepdim=*/true);
+  // The reference: each [3, 3] slice quantized with its own per-tensor amax.
+  auto ref = torch::empty_like(w);
+  for (int64_t k = 0; k < 4; ++k)
+    for (int64_t c = 0; c < 3; ++c)
+      ref[k][c] = torch::fake_quantize_per_tensor_affine(w[k][c], amax[k][c].item<float>() / 127, 0, -128, 127);
+  CHECK(torch::allclose(q(w), ref, 0.0, 1e-6));
+  q->enable_calib();
+  q->disable_quant();
+  q(w);
+  q->load_calib_amax();
+  q->disable_calib();
+  q->enable_quant();
+  REQUIRE(q->amax().sizes() == amax.sizes());
+  CHECK(torch::equal(q->amax(), amax));
+  CHECK(torch::allclose(q(w), ref, 0.0, 1e-6));
+}
