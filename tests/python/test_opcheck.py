@@ -175,7 +175,7 @@ def _meta(t):
 
 @pytest.mark.parametrize("name,args", [
     ("fake_quant", (torch.randn(2, 3), torch.ones(4), 8, False, False, 1)),
-    ("fake_quant", (torch.randn(2, 3), torch.ones(2, 3), 8, False, False, None)),
+    ("fake_quant", (torch.randn(2, 3), torch.ones(2, 2), 8, False, False, None)),  # a two-axis amax of the wrong size
     ("fake_quant", (torch.randn(2, 3), torch.ones(()), 1, False, False, None)),
     ("fake_quant", (torch.randn(2, 3).int(), torch.ones(()), 8, False, False, None)),
     ("fake_quant", (torch.randn(2, 3), torch.ones(()), 8, False, False, 5)),
