@@ -25,7 +25,11 @@ void QuantAddImpl::pretty_print(std::ostream& stream) const {
 }
 
 at::Tensor QuantAddImpl::forward(const at::Tensor& x, const at::Tensor& y) {
-  return input0_quantizer_(x) + input1_quantizer_(y);
+  // x before y, as in Python: the operands of + are unsequenced in C++ (GCC ran y first), and a
+  // shared histogram calibrator's range depends on the order it sees data in.
+  const at::Tensor qx = input0_quantizer_(x);
+  const at::Tensor qy = input1_quantizer_(y);
+  return qx + qy;
 }
 
 DefaultQuantDescriptor& QuantAddImpl::input_default() {
