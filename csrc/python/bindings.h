@@ -4,5 +4,6 @@
 namespace torchqat {
 namespace python {
 void bind_calibrators(pybind11::module_& m);
+void bind_flow(pybind11::module_& m);
 }  // namespace python
 }  // namespace torchqat

@@ -15,4 +15,5 @@ PYBIND11_MODULE(_C, m) {
         "Check CUDA amax values (finite, >= 0) on every call; costs a device sync");
   m.def("cuda_amax_checks", &torchqat::cuda_amax_checks, "Whether CUDA amax values are checked (set_cuda_amax_checks)");
   torchqat::python::bind_calibrators(m);
+  torchqat::python::bind_flow(m);
 }

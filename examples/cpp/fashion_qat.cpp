@@ -1,6 +1,6 @@
 // torchqat from C++, end to end on Fashion-MNIST: float training -> replace_with_quant_modules ->
-// calibration (max, or a histogram method for activations) -> QAT fine-tuning -> accuracy ->
-// checkpoint -> QDQ ONNX for TensorRT. See README.md.
+// fold_bn -> calibrate (max, or a histogram method for activations) -> QAT fine-tuning -> accuracy ->
+// checkpoint -> QDQ ONNX for TensorRT. See README.md and docs/guide/cpp.md.
 #include <torch/torch.h>
 #include <torchqat/torchqat.h>
 #include <zlib.h>
@@ -157,14 +157,6 @@ torch::nn::Sequential make_model() {
                     Residual(32), AdaptiveAvgPool2d(1), Flatten(), Linear(32, 10));
 }
 
-std::vector<std::pair<std::string, torchqat::TensorQuantizer>> quantizers(torch::nn::Module& model) {
-  std::vector<std::pair<std::string, torchqat::TensorQuantizer>> out;
-  for (const auto& item : model.named_modules()) {
-    if (auto q = std::dynamic_pointer_cast<torchqat::TensorQuantizerImpl>(item.value())) out.emplace_back(item.key(), q);
-  }
-  return out;
-}
-
 // ----- training and evaluation ---------------------------------------------------------------
 
 void train_epoch(torch::nn::Sequential& model, const Split& data, torch::optim::Optimizer& opt, const Args& args,
@@ -204,31 +196,14 @@ double accuracy(torch::nn::Sequential& model, const Split& data, const Args& arg
   return seen ? 100.0 * static_cast<double>(correct) / static_cast<double>(seen) : 0.0;
 }
 
-// Collects statistics over calib_batches training batches with quantization off, then loads
-// each quantizer's amax. Weights keep their per-channel max calibrators; with a histogram
-// method, activations get histogram calibrators.
-void calibrate(torch::nn::Sequential& model, const Split& data, const Args& args) {
-  torch::NoGradGuard no_grad;
-  model->eval();
-  for (auto& [name, q] : quantizers(*model)) {
-    const bool weight = name.size() >= 17 && name.compare(name.size() - 17, 17, "_weight_quantizer") == 0;
-    if (!weight && args.calib != "max") {
-      q->set_calibrator(torchqat::calib::make_calibrator(torchqat::QuantDescriptor(q->desc()).calib_method("histogram")));
-    }
-    q->disable_quant();
-    q->enable_calib();
-  }
+// The first n training batches, what calibration runs through the model.
+std::vector<at::Tensor> calibration_batches(const Split& data, const Args& args) {
+  std::vector<at::Tensor> batches;
   const int64_t n = data.images.size(0);
   for (int64_t b = 0; b < args.calib_batches && b * args.batch_size < n; ++b) {
-    model->forward(data.images.slice(0, b * args.batch_size, std::min((b + 1) * args.batch_size, n)));
+    batches.push_back(data.images.slice(0, b * args.batch_size, std::min((b + 1) * args.batch_size, n)));
   }
-  torchqat::calib::AmaxOptions amax_options;
-  amax_options.method = args.calib == "max" ? "max" : args.calib;
-  for (auto& [name, q] : quantizers(*model)) {
-    q->load_calib_amax(amax_options);
-    q->disable_calib();
-    q->enable_quant();
-  }
+  return batches;
 }
 
 int run(const Args& args) {
@@ -246,7 +221,7 @@ int run(const Args& args) {
 
   auto model = make_model();
   // Float training: the residual adds' quantizers (already quantized modules) stay off.
-  for (auto& [name, q] : quantizers(*model)) q->disable();
+  torchqat::set_mode(*model, torchqat::Mode::kDisabled);
   {
     torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(args.lr).momentum(0.9).weight_decay(1e-4));
     for (int64_t e = 0; e < args.epochs; ++e) train_epoch(model, train, opt, args, "float epoch " + std::to_string(e + 1));
@@ -254,9 +229,14 @@ int run(const Args& args) {
   const double float_acc = accuracy(model, test, args);
 
   const auto replaced = tqnn::replace_with_quant_modules(model);
-  std::cout << "replaced " << replaced.size() << " layers with quantized ones\n";
-  for (auto& [name, q] : quantizers(*model)) q->enable();
-  calibrate(model, train, args);
+  // BN folded into the convs, as TensorRT will run them (and as NVIDIA's QAT recipes train).
+  const auto folded = torchqat::fold_bn(*model);
+  std::cout << "replaced " << replaced.size() << " layers with quantized ones, folded " << folded.size()
+            << " batch norms\n";
+  torchqat::set_mode(*model, torchqat::Mode::kQuant);
+  // Weights per channel with max; activations with args.calib (a histogram unless max).
+  torchqat::calibrate(model, calibration_batches(train, args),
+                      torchqat::CalibrateOptions().method(args.calib).num_batches(args.calib_batches));
   const double ptq_acc = accuracy(model, test, args);
 
   {
@@ -273,6 +253,7 @@ int run(const Args& args) {
   // amax from the checkpoint (torch::load would need each quantizer's amax to exist already).
   auto reloaded = make_model();
   tqnn::replace_with_quant_modules(reloaded);
+  torchqat::fold_bn(*reloaded);  // the same layout: convs with bias, no BN
   torchqat::load_checkpoint(*reloaded, checkpoint);
   const double reloaded_acc = accuracy(reloaded, test, args);
   TORCH_CHECK(reloaded_acc == qat_acc, "the reloaded checkpoint scores ", reloaded_acc, "%, the model it came from ",

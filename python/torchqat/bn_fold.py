@@ -20,7 +20,7 @@ import warnings
 import torch
 from torch import nn
 
-from . import placement
+from . import _C, placement
 from .nn.modules.tensor_quantizer import TensorQuantizer
 
 __all__ = ["fold_bn", "find_conv_bn_pairs", "fold_conv_bn"]
@@ -89,27 +89,17 @@ def fold_conv_bn(conv, bn):
     if bn.num_features != out_ch:
         raise ValueError(f"fold_conv_bn: BatchNorm has {bn.num_features} features, the layer {out_ch} outputs")
     w = conv.weight.detach()
-    var = bn.running_var.detach().double()
-    mean = bn.running_mean.detach().double()
-    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(var)
-    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(var)
-    s = gamma / torch.sqrt(var + bn.eps)
-    w64 = w.double()
-    if _out_axis(conv) == 1:
-        g = conv.groups
-        shape = w64.shape
-        w64 = (w64.reshape(g, shape[0] // g, shape[1], *shape[2:])
-               * s.reshape(g, 1, shape[1], *([1] * (len(shape) - 2)))).reshape(shape)
-    else:
-        w64 = w64 * s.reshape(-1, *([1] * (w64.dim() - 1)))
-    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(mean)
-    b64 = (b - mean) * s + beta
+    # The arithmetic is the C++ core's (torchqat::fold_bn_parameters), shared with C++ fold_bn.
+    w_new, b_new, s = _C.fold_bn_parameters(
+        w, conv.bias.detach() if conv.bias is not None else None, bn.running_mean.detach(), bn.running_var.detach(),
+        bn.weight.detach() if bn.weight is not None else None, bn.bias.detach() if bn.bias is not None else None,
+        float(bn.eps), _out_axis(conv) == 1, conv.groups if _out_axis(conv) == 1 else 1)
     with torch.no_grad():
-        conv.weight.copy_(w64.to(w.dtype))
+        conv.weight.copy_(w_new)
         if conv.bias is None:
-            conv.bias = nn.Parameter(b64.to(dtype=w.dtype, device=w.device))
+            conv.bias = nn.Parameter(b_new)
         else:
-            conv.bias.copy_(b64.to(conv.bias.dtype))
+            conv.bias.copy_(b_new)
     _rescale_weight_amax(conv, s)
 
 

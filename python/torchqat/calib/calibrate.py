@@ -4,13 +4,16 @@ import itertools
 
 import torch
 
+from .. import _C
 from . import _distributed
 from .histogram import HistogramCalibrator
 from .max import MaxCalibrator
 
 __all__ = ["calibrate", "calibrate_auto", "collect_stats", "compute_amax"]
 
-_METHODS = ("max", "entropy", "percentile", "mse", "auto")
+# The methods and which calibrator / search each means are the C++ core's rules (calib/method.h),
+# shared with torchqat::calibrate.
+_METHODS = tuple(_C.calibrate_methods())
 
 
 def _quantizers(model):
@@ -26,7 +29,7 @@ def _quantizers(model):
 def _fresh_calibrator(q, method, lockstep):
     """A calibrator with no statistics for q: histogram for per-tensor quantizers when method is
     a histogram search (keeping num_bins/skip_zeros of one already configured), max otherwise."""
-    if method == "max" or q.axis is not None:
+    if not _C.calib_uses_histogram(method, q.axis is not None):
         return MaxCalibrator(q.num_bits, q.axis, q.unsigned)
     old = q._calibrator_obj
     kw = {"num_bins": old._num_bins, "skip_zeros": old._skip_zeros} if isinstance(old, HistogramCalibrator) else {}
@@ -67,8 +70,9 @@ def collect_stats(model, data, method="max", num_batches=None, progress=True, fo
     collecting statistics into a fresh calibrator instead of quantizing; restores each
     quantizer's quant/calib switches and the model's training mode afterwards. Under
     torch.distributed (and sync not False) the statistics are then merged across ranks."""
-    if method not in _METHODS:
+    if not isinstance(method, str):
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    _C.check_calibrate_method(method, "calibrate")
     if num_batches is not None and (isinstance(num_batches, bool) or not isinstance(num_batches, int)
                                     or num_batches < 1):
         raise ValueError(f"num_batches must be None or an integer >= 1, got {num_batches!r}")
@@ -114,7 +118,7 @@ def compute_amax(model, method="max", percentile=99.99, strict=True, **kwargs):
             continue
         try:
             if isinstance(cal, HistogramCalibrator):
-                search = "percentile" if method == "max" else method
+                search = _C.calib_histogram_search(method)
                 q.load_calib_amax(search, percentile=percentile, strict=strict, **kwargs)
             else:
                 q.load_calib_amax(strict=strict)

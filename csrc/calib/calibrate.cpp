@@ -1,0 +1,144 @@
+// torchqat::calibrate's steps: switch every enabled quantizer to a fresh calibrator, count batches,
+// then restore the switches and load all amax at once.
+#include "torchqat/calibrate.h"
+
+#include <c10/util/Exception.h>
+
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "torchqat/calib/histogram_calibrator.h"
+#include "torchqat/calib/max_calibrator.h"
+#include "torchqat/calib/method.h"
+
+namespace torchqat {
+namespace {
+
+constexpr const char* kWhat = "torchqat::calibrate";
+
+bool per_channel(const TensorQuantizerImpl& q) { return q.desc().axis() && !q.desc().axis()->empty(); }
+
+// A calibrator with no statistics; a histogram keeps the bins / skip_zeros of one set by hand.
+calib::CalibratorPtr fresh_calibrator(const TensorQuantizerImpl& q, const std::string& method) {
+  const auto& d = q.desc();
+  if (!calib::uses_histogram(method, per_channel(q))) {
+    return std::make_shared<calib::MaxCalibrator>(d.num_bits(), d.axis().value_or(std::vector<int64_t>{}),
+                                                  d.is_unsigned());
+  }
+  int64_t bins = 2048;
+  bool skip_zeros = false;
+  if (auto old = std::dynamic_pointer_cast<calib::HistogramCalibrator>(q.calibrator())) {
+    bins = old->num_bins();
+    skip_zeros = old->skip_zeros();
+  }
+  return std::make_shared<calib::HistogramCalibrator>(d.num_bits(), std::nullopt, d.is_unsigned(), bins, skip_zeros);
+}
+
+void check_options(const CalibrateOptions& o) {
+  calib::check_calibrate_method(o.method(), kWhat, /*allow_auto=*/false);
+  TORCH_CHECK_VALUE(!o.num_batches() || *o.num_batches() >= 1, kWhat,
+                    ": num_batches must be std::nullopt or >= 1, got ", o.num_batches().value_or(0));
+  if (o.method() == "percentile") {
+    TORCH_CHECK_VALUE(o.percentile() > 0.0 && o.percentile() <= 100.0, kWhat, ": percentile must be in (0, 100], got ",
+                      o.percentile());
+  }
+  if (o.method() == "entropy" || o.method() == "mse") {
+    TORCH_CHECK_VALUE(o.stride() >= 1, kWhat, ": stride must be >= 1, got ", o.stride());
+    TORCH_CHECK_VALUE(o.start_bin() >= 1, kWhat, ": start_bin must be >= 1, got ", o.start_bin());
+  }
+}
+
+// Rethrows e with the quantizer's name in front, keeping its class (ValueError stays ValueError).
+[[noreturn]] void rethrow_for(const std::string& name, const c10::Error& e) {
+  if (dynamic_cast<const c10::ValueError*>(&e)) {
+    TORCH_CHECK_VALUE(false, kWhat, ": calibrating quantizer '", name, "': ", e.what_without_backtrace());
+  }
+  TORCH_CHECK(false, kWhat, ": calibrating quantizer '", name, "': ", e.what_without_backtrace());
+}
+
+}  // namespace
+
+Calibration::Calibration(torch::nn::Module& module, CalibrateOptions options, std::optional<int64_t> total)
+    : module_(module), options_(std::move(options)), total_(total) {
+  check_options(options_);
+  for (auto& e : quantizers(module_)) {
+    if (!e.quantizer->disabled()) quantizers_.push_back(std::move(e));
+  }
+  TORCH_CHECK_VALUE(!quantizers_.empty(), kWhat,
+                    ": the module has no enabled torchqat::TensorQuantizer to calibrate (replace_with_quant_modules "
+                    "first, or enable its quantizers)");
+  switches_.emplace(module_);
+  for (const auto& m : module_.modules(/*include_self=*/true)) training_.emplace_back(m, m->is_training());
+  for (auto& e : quantizers_) {
+    e.quantizer->set_calibrator(fresh_calibrator(*e.quantizer, options_.method()));
+    e.quantizer->disable_quant();
+    e.quantizer->enable_calib();
+  }
+  module_.eval();
+  start_ = std::chrono::steady_clock::now();
+}
+
+Calibration::~Calibration() { restore(); }
+
+void Calibration::restore() {
+  if (restored_) return;
+  restored_ = true;
+  switches_.reset();
+  for (auto& [m, training] : training_) m->train(training);  // train() recurses; parents come first
+}
+
+bool Calibration::done() const { return options_.num_batches() && batches_ >= *options_.num_batches(); }
+
+void Calibration::step() {
+  ++batches_;
+  if (options_.progress()) print_progress(false);
+}
+
+void Calibration::print_progress(bool last) const {
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  std::ostringstream line;
+  line << "\rcalibrating: " << batches_;
+  if (total_) line << "/" << *total_;
+  line << " batches, " << std::fixed << std::setprecision(1) << s << " s";
+  if (last) line << ", " << quantizers_.size() << " quantizers (" << options_.method() << ")\n";
+  std::cerr << line.str() << std::flush;
+}
+
+void Calibration::finish() {
+  TORCH_CHECK(!restored_, kWhat, ": finish() was already called");
+  restore();
+  if (options_.progress()) print_progress(true);
+  // Every amax first: an error (or a strict quantizer without data) leaves all amax as they were.
+  std::vector<std::pair<TensorQuantizerImpl*, at::Tensor>> loads;
+  for (auto& e : quantizers_) {
+    auto& q = *e.quantizer;
+    auto cal = q.calibrator();
+    const bool histogram = std::dynamic_pointer_cast<calib::HistogramCalibrator>(cal) != nullptr;
+    calib::AmaxOptions o;
+    o.method = histogram ? calib::histogram_search(options_.method()) : "max";
+    o.percentile = options_.percentile();
+    o.start_bin = options_.start_bin();
+    o.stride = options_.stride();
+    std::optional<at::Tensor> amax;
+    try {
+      amax = cal->compute_amax(o);
+    } catch (const c10::Error& err) {
+      rethrow_for(e.name, err);
+    }
+    if (!amax) {
+      TORCH_CHECK(!options_.strict(), kWhat, ": quantizer '", e.name, "' saw no data (no batch reached it; ",
+                  batches_, " batches run); pass strict(false) to leave its amax as it is");
+      TORCH_WARN(kWhat, ": quantizer '", e.name, "' saw no data; its amax is left as it was");
+      continue;
+    }
+    if (q.has_amax()) {
+      TORCH_CHECK(q.amax().sizes() == amax->sizes(), kWhat, ": calibrating quantizer '", e.name, "': amax shape ",
+                  q.amax().sizes(), " cannot change to ", amax->sizes());
+    }
+    loads.emplace_back(&q, *amax);
+  }
+  for (auto& [q, amax] : loads) q->set_amax(amax);
+}
+
+}  // namespace torchqat

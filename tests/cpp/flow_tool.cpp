@@ -1,0 +1,53 @@
+// torchqat_flow_tool OUT_DIR: the C++ flow on the ONNX test model (onnx_test_model.h) with fixed
+// seeds, for tests/python/test_cpp_flow.py, which runs Python's calibrate and fold_bn on the same
+// weights and data and compares. Writes
+//   OUT_DIR/model.pt    torch::save of the model before calibration (weights, BN statistics)
+//   OUT_DIR/flow.pt     a pickled dict: "batch<i>" the calibration batches, "<method>/<quantizer>"
+//                       the amax torchqat::calibrate gave for each method, and "folded/<name>"
+//                       the parameters and amax after torchqat::fold_bn of the mse-calibrated model
+#include <torch/torch.h>
+
+#include <fstream>
+#include <iostream>
+
+#include "onnx_test_model.h"
+#include "torchqat/calibrate.h"
+#include "torchqat/fold_bn.h"
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::cerr << "usage: " << argv[0] << " OUT_DIR\n";
+    return 2;
+  }
+  const std::string out = argv[1];
+  try {
+    torch::manual_seed(0);
+    torchqat_test::TinyResNet model;
+    torchqat_test::randomize_batch_norms(*model);
+    torch::save(model, out + "/model.pt");
+    c10::Dict<std::string, at::Tensor> result;
+    std::vector<at::Tensor> batches;
+    for (int i = 0; i < 5; ++i) {
+      // A long tail, so the methods disagree: mostly N(0, 1), a few large values.
+      auto x = torch::randn({6, 3, 8, 8});
+      x.index_put_({0, 0, 0, i}, 6.0 + i);
+      batches.push_back(x);
+      result.insert("batch" + std::to_string(i), x);
+    }
+    for (const std::string method : {"max", "entropy", "percentile", "mse"}) {
+      torchqat::calibrate(model, batches,
+                          torchqat::CalibrateOptions().method(method).num_batches(4).percentile(99.9).progress(false));
+      for (const auto& e : torchqat::quantizers(*model)) result.insert(method + "/" + e.name, e.quantizer->amax().clone());  // the buffer is reused
+    }
+    torchqat::fold_bn(*model);
+    for (const auto& p : model->named_parameters()) result.insert("folded/" + p.key(), p.value().detach().clone());
+    for (const auto& e : torchqat::quantizers(*model)) result.insert("folded/" + e.name + "._amax", e.quantizer->amax());
+    const auto bytes = torch::pickle_save(result);
+    std::ofstream(out + "/flow.pt", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  } catch (const std::exception& e) {
+    std::cerr << "torchqat_flow_tool: " << e.what() << "\n";
+    return 1;
+  }
+  std::cout << "wrote " << out << "/model.pt, flow.pt\n";
+  return 0;
+}
