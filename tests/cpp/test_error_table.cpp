@@ -15,7 +15,9 @@
 #include <typeinfo>
 
 #include "torchqat/build_info.h"
+#include "torchqat/calibrate.h"
 #include "torchqat/checkpoint.h"
+#include "torchqat/fold_bn.h"
 #include "torchqat/calib/amax_search.h"
 #include "torchqat/calib/histogram_calibrator.h"
 #include "torchqat/calib/max_calibrator.h"
@@ -28,6 +30,8 @@
 #include "torchqat/onnx/export.h"
 #include "torchqat/ops.h"
 #include "torchqat/tensor_quantizer.h"
+#include "torchqat/tools/sensitivity.h"
+#include "onnx_test_model.h"
 #include "skip.h"
 
 #ifndef TORCHQAT_SOURCE_DIR
@@ -172,8 +176,76 @@ std::string conv_ckpt(const at::Tensor& input_amax, const at::Tensor& weight_ama
                   {"_input_quantizer._amax", input_amax}, {"_weight_quantizer._amax", weight_amax}});
 }
 
+// torchqat::calibrate on the ONNX test model with options o, over `batches` random batches.
+void calibrate_tiny(const torchqat::CalibrateOptions& o, int batches = 1) {
+  torchqat_test::TinyResNet model;
+  std::vector<at::Tensor> data;
+  for (int i = 0; i < batches; ++i) data.push_back(torch::randn({2, 3, 8, 8}));
+  torchqat::calibrate(model, data, torchqat::CalibrateOptions(o).progress(false));
+}
+at::Tensor no_tensor() { return at::Tensor(); }
+// One QuantLinear in a Sequential: the layer "0".
+torch::nn::Sequential quant_linear_model() { return torch::nn::Sequential(tqnn::QuantLinear(2, 2)); }
+
 const std::map<std::string, std::function<void()>>& cases() {
   static const std::map<std::string, std::function<void()>> c = {
+      {"E230", [] { calibrate_tiny(torchqat::CalibrateOptions().method("kl")); }},
+      {"E231", [] { calibrate_tiny(torchqat::CalibrateOptions().num_batches(0)); }},
+      {"E232",
+       [] {
+         torch::nn::Sequential m(torch::nn::Linear(2, 2));
+         torchqat::calibrate(m, std::vector<at::Tensor>{torch::ones({1, 2})});
+       }},
+      {"E233", [] { calibrate_tiny(torchqat::CalibrateOptions(), 0); }},
+      {"E234", [] { calibrate_tiny(torchqat::CalibrateOptions().strict(false), 0); }},
+      {"E235", [] { calibrate_tiny(torchqat::CalibrateOptions().method("percentile").percentile(0)); }},
+      {"E236", [] { calibrate_tiny(torchqat::CalibrateOptions().method("mse").stride(0)); }},
+      {"E237",
+       [] {
+         torchqat_test::TinyResNet model;
+         torchqat::Calibration c(*model, torchqat::CalibrateOptions().progress(false));
+         model->forward(torch::randn({2, 3, 8, 8}));
+         c.finish();
+         c.finish();
+       }},
+      {"E238", [] { torchqat::fold_conv_bn(*torch::nn::ReLU(), *torch::nn::BatchNorm2d(3)); }},
+      {"E239", [] { torchqat::fold_conv_bn(*torch::nn::Conv2d(1, 3, 1), *torch::nn::ReLU()); }},
+      {"E240",
+       [] {
+         torchqat::fold_bn_parameters(torch::ones({3, 1, 1, 1}), no_tensor(), torch::zeros({4}), torch::ones({4}),
+                                      no_tensor(), no_tensor(), 1e-5);
+       }},
+      {"E241",
+       [] {
+         torchqat::fold_bn_parameters(torch::ones({3, 1, 1, 1}), no_tensor(), no_tensor(), no_tensor(), no_tensor(),
+                                      no_tensor(), 1e-5);
+       }},
+      {"E242",
+       [] {
+         torch::nn::Sequential m(torch::nn::Conv2d(1, 2, 1),
+                                 torch::nn::BatchNorm2d(torch::nn::BatchNormOptions(2).track_running_stats(false)));
+         torchqat::fold_bn(*m);
+       }},
+      {"E243",
+       [] {
+         tqnn::QuantConv2d conv(torch::nn::Conv2dOptions(1, 2, 1), std::nullopt, QuantDescriptor());
+         conv->weight_quantizer()->set_amax(torch::tensor(1.0f));
+         torch::nn::Sequential m(conv, torch::nn::BatchNorm2d(2));
+         torchqat::fold_bn(*m);
+       }},
+      {"E244", [] { torchqat::tools::sensitivity(*quant_linear_model(), {}); }},
+      {"E245", [] { torchqat::tools::sensitivity(*linear_model(), [] { return 1.0; }); }},
+      {"E246",
+       [] {
+         torchqat::tools::sensitivity(*quant_linear_model(), [] { return 1.0; },
+                                      torchqat::tools::SensitivityOptions().layers({"head*"}));
+       }},
+      {"E247", [] { torchqat::tools::partial_quantize(*quant_linear_model(), [] { return 1.0; }, -1); }},
+      {"E248",
+       [] {
+         torchqat::tools::SensitivityTable t{torchqat::tools::SensitivityMode::kAllButOne, 1, 0, {{1, "fc", 0, 1}}, true};
+         torchqat::tools::partial_quantize(*quant_linear_model(), t, 1);
+       }},
       {"E01", [] { fq(torch::ones({3}, at::kInt), scalar(1)); }},
       {"E190", [] { torchqat::clip(torch::ones({3}, at::kInt), scalar(0), scalar(1)); }},
       {"E191", [] { torchqat::clip(torch::ones({4, 3, 2}), torch::tensor(0), scalar(1)); }},
