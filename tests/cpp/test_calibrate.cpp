@@ -1,8 +1,7 @@
 // torchqat::calibrate: amax against plain-torch references (running abs-max per tensor and per
 // channel, a histogram calibrator fed the layer's recorded inputs), num_batches, DataLoader
 // batches, switches and training flags restored, progress line, and all-or-nothing errors.
-#include <catch2/catch.hpp>
-#include <torch/torch.h>
+#include "catch_torch.h"
 
 #include <sstream>
 

@@ -1,8 +1,7 @@
 // torchqat::fold_bn: folded weights and bias against a float64 reference of the formula, the
 // model's output kept, BN replaced by Identity, per-channel weight amax rescaled, ConvTranspose
 // groups, Linear + BatchNorm1d, and pairs left alone with a warning.
-#include <catch2/catch.hpp>
-#include <torch/torch.h>
+#include "catch_torch.h"
 
 #include "torchqat/fold_bn.h"
 #include "torchqat/nn/quant_conv.h"

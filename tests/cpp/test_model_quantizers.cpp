@@ -1,7 +1,6 @@
 // Model-level quantizer state: quantizers() with roles from the owning module, set_mode and the
 // RAII guards, checked on the quantizers' own switches and on forward results against plain torch.
-#include <catch2/catch.hpp>
-#include <torch/torch.h>
+#include "catch_torch.h"
 
 #include <map>
 #include <stdexcept>

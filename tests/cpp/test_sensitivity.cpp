@@ -1,7 +1,6 @@
 // tools::sensitivity / partial_quantize: each row's score equals the model evaluated with exactly
 // that layer (or all but it) quantized, set up by hand; ranking, restoration, and errors.
-#include <catch2/catch.hpp>
-#include <torch/torch.h>
+#include "catch_torch.h"
 
 #include <cmath>
 
