@@ -10,8 +10,10 @@
 #include <limits>
 #include <regex>
 #include <sstream>
+#include <unordered_set>
 
 #include "nn/name_pattern.h"
+#include "torchqat/nn/quant_lstm.h"
 #include "torchqat/quantizers.h"
 
 namespace torchqat::tools {
@@ -42,16 +44,24 @@ const char* to_string(SensitivityMode mode) {
 
 Layers quantized_layers(torch::nn::Module& module) {
   Layers out;
+  std::unordered_set<const torch::nn::Module*> lstm_lists;  // a QuantLSTM's quantizer lists are its slots
   for (const auto& item : module.named_modules(/*name_prefix=*/"", /*include_self=*/true)) {
-    if (dynamic_cast<const TensorQuantizerImpl*>(item.value().get())) continue;
+    const auto* m = item.value().get();
+    if (dynamic_cast<const TensorQuantizerImpl*>(m) || lstm_lists.count(m)) continue;
     std::vector<TensorQuantizer> qs;
-    bool enabled = false;
-    for (const auto& child : item.value()->children()) {
-      if (auto q = std::dynamic_pointer_cast<TensorQuantizerImpl>(child)) {
-        enabled = enabled || !q->disabled();
-        qs.emplace_back(q);
+    if (const auto* lstm = dynamic_cast<const nn::QuantLSTMImpl*>(m)) {
+      for (const auto& child : item.value()->children()) lstm_lists.insert(child.get());
+      for (int64_t l = 0; l < lstm->num_quantizer_pairs(); ++l) {
+        qs.push_back(lstm->input_quantizer(l));
+        qs.push_back(lstm->weight_quantizer(l));
+      }
+    } else {
+      for (const auto& child : item.value()->children()) {
+        if (auto q = std::dynamic_pointer_cast<TensorQuantizerImpl>(child)) qs.emplace_back(q);
       }
     }
+    bool enabled = false;
+    for (const auto& q : qs) enabled = enabled || !q->disabled();
     if (enabled) out.emplace_back(item.key(), std::move(qs));
   }
   return out;

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "torchqat/nn/quant_linear.h"
+#include "torchqat/nn/quant_lstm.h"
 #include "torchqat/quantizers.h"
 #include "torchqat/tools/sensitivity.h"
 
@@ -84,6 +85,14 @@ TEST_CASE("sensitivity scores each layer as set up by hand and ranks them", "[to
   REQUIRE(names == std::vector<std::string>{"2"});
   for (auto& q : layers[1].second) REQUIRE(q->disabled());
   REQUIRE_FALSE(layers[0].second[0]->disabled());
+}
+
+TEST_CASE("a QuantLSTM is one quantized layer with all its quantizers", "[tools][sensitivity]") {
+  torch::nn::Sequential model(tqnn::QuantLSTM(torch::nn::LSTMOptions(4, 3).num_layers(2)));
+  const auto layers = torchqat::tools::quantized_layers(*model);
+  REQUIRE(layers.size() == 1);
+  REQUIRE(layers[0].first == "0");
+  REQUIRE(layers[0].second.size() == 4);
 }
 
 TEST_CASE("sensitivity restores the switches when eval_fn throws", "[tools][sensitivity]") {

@@ -8,7 +8,8 @@
 //   torchqat::tools::partial_quantize(*model, table, 3);        // the 3 most sensitive stay float
 //
 // A "layer" is a module holding TensorQuantizers as direct children (QuantConv2d, QuantLinear,
-// QuantAdd, ...) with at least one enabled. eval_fn returns a score, higher is better unless
+// QuantAdd, ...) with at least one enabled; a QuantLSTM is one layer (its per-layer quantizer
+// lists are its slots). eval_fn returns a score, higher is better unless
 // higher_is_better(false) (a loss); it runs the model itself (no_grad / eval mode are its choice).
 //   kOneAtATime: only that layer quantized, the rest float; sensitivity = float score - score.
 //   kAllButOne: every layer quantized but that one; sensitivity = score - fully quantized score.
