@@ -155,13 +155,3 @@ def test_default_exporter_exports_an_uncalibrated_model_as_a_calibrated_one_woul
     calibrated = torch.onnx.export(model, (x,), None, opset_version=13)
     assert [n.op_type for n in calibrated.model_proto.graph.node] == ops
 
-
-def test_strict_torch_export_of_an_uncalibrated_model():
-    """torch.onnx.export falls back to torch.export(strict=True) (Dynamo): a dynamic quantizer traces there too."""
-    model = _pool_model()
-    x = torch.randn(1, 3, 8, 8)
-    ep = torch.export.export(model, (x,), strict=True)
-    targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
-    assert targets.count("torchqat.fake_quant.default") == 4
-    assert "torchqat.abs_max.default" not in targets
-    assert all(q.amax is None for q in model.modules() if isinstance(q, quant_nn.TensorQuantizer))

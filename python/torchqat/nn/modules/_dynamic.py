@@ -5,8 +5,8 @@ the model, it is computed with tracing paused, so the exported graph holds it as
 Q/DQ scales come from the example input, as pytorch-quantization's dynamic quantizers export.
 NVIDIA's YOLOv7 recipe relies on this: it exports before calibrating, to pair quantizers by graph.
 torch's default exporter (torch.export based, dynamo=True, what a plain torch.onnx.export runs in
-torch 2.11) sees fake tensors only, so no example-input value exists there: the amax is then a
-placeholder of ones, which gives the graph a calibrated export has (Q/DQ with constant scales,
+torch 2.11) traces non-strict first, on fake tensors only, so no example-input value exists there:
+the amax is then a placeholder of ones, which gives the graph a calibrated export has (Q/DQ with constant scales,
 nothing computed from the input) but scales that mean nothing. Each such export warns once that
 its scales are not calibrated.
 """
@@ -37,14 +37,15 @@ def _warn_once(state):
 
 def dynamic_amax(inputs, keep_dims):
     """abs-max of `inputs` over the dims not in keep_dims; a trace constant while tracing."""
-    if torch.compiler.is_exporting():
-        # One warning per export: the export's fake-tensor mode identifies it. Dynamo (strict
-        # export) cannot trace the lookup; torch.onnx.export's first, non-strict attempt warns.
-        if not torch.compiler.is_dynamo_compiling():
-            from torch._guards import detect_fake_mode
-            mode = detect_fake_mode(inputs)
-            if mode is not None:
-                _warn_once(mode)
+    # torch.export's non-strict tracing (torch.onnx.export's first attempt) runs this forward on fake
+    # tensors. is_exporting() is also true under Dynamo (torch.compile, strict export), where the
+    # compiled graph keeps the abs_max op and computes the real amax: only the non-strict case
+    # takes the placeholder.
+    if torch.compiler.is_exporting() and not torch.compiler.is_dynamo_compiling():
+        from torch._guards import detect_fake_mode
+        mode = detect_fake_mode(inputs)
+        if mode is not None:
+            _warn_once(mode)  # one warning per export: its fake-tensor mode identifies it
         keep = {d % inputs.dim() for d in keep_dims}
         shape = [inputs.shape[d] if d in keep else 1 for d in range(inputs.dim())] if keep else []
         return torch.ones(shape, dtype=torch.float32, device=inputs.device)
