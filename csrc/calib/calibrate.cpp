@@ -4,12 +4,14 @@
 
 #include <c10/util/Exception.h>
 
+#include <cstdio>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 
 #include "torchqat/calib/histogram_calibrator.h"
 #include "torchqat/calib/max_calibrator.h"
+#include "calib/auto_choice.h"
 #include "torchqat/calib/method.h"
 
 namespace torchqat {
@@ -36,7 +38,8 @@ calib::CalibratorPtr fresh_calibrator(const TensorQuantizerImpl& q, const std::s
 }
 
 void check_options(const CalibrateOptions& o) {
-  calib::check_calibrate_method(o.method(), kWhat, /*allow_auto=*/false);
+  calib::check_calibrate_method(o.method(), kWhat);
+  TORCH_CHECK_VALUE(o.auto_batches() >= 1, kWhat, ": auto_batches must be >= 1, got ", o.auto_batches());
   TORCH_CHECK_VALUE(!o.num_batches() || *o.num_batches() >= 1, kWhat,
                     ": num_batches must be std::nullopt or >= 1, got ", o.num_batches().value_or(0));
   if (o.method() == "percentile") {
@@ -71,7 +74,13 @@ Calibration::Calibration(torch::nn::Module& module, CalibrateOptions options, st
   switches_.emplace(module_);
   for (const auto& m : module_.modules(/*include_self=*/true)) training_.emplace_back(m, m->is_training());
   for (auto& e : quantizers_) {
-    e.quantizer->set_calibrator(fresh_calibrator(*e.quantizer, options_.method()));
+    auto cal = fresh_calibrator(*e.quantizer, options_.method());
+    if (options_.method() == "auto") {
+      if (auto h = std::dynamic_pointer_cast<calib::HistogramCalibrator>(cal)) {
+        cal = std::make_shared<calib::detail::RecordingCalibrator>(h, batch_index_, options_.auto_batches());
+      }
+    }
+    e.quantizer->set_calibrator(cal);
     e.quantizer->disable_quant();
     e.quantizer->enable_calib();
   }
@@ -91,7 +100,7 @@ void Calibration::restore() {
 bool Calibration::done() const { return options_.num_batches() && batches_ >= *options_.num_batches(); }
 
 void Calibration::step() {
-  ++batches_;
+  *batch_index_ = ++batches_;
   if (options_.progress()) print_progress(false);
 }
 
@@ -111,9 +120,14 @@ void Calibration::finish() {
   if (options_.progress()) print_progress(true);
   // Every amax first: an error (or a strict quantizer without data) leaves all amax as they were.
   std::vector<std::pair<TensorQuantizerImpl*, at::Tensor>> loads;
+  std::vector<QuantizerEntry> chosen_later;  // "auto": measured once the weights have their amax
   for (auto& e : quantizers_) {
     auto& q = *e.quantizer;
     auto cal = q.calibrator();
+    if (std::dynamic_pointer_cast<calib::detail::RecordingCalibrator>(cal)) {
+      chosen_later.push_back(e);
+      continue;
+    }
     const bool histogram = std::dynamic_pointer_cast<calib::HistogramCalibrator>(cal) != nullptr;
     calib::AmaxOptions o;
     o.method = histogram ? calib::histogram_search(options_.method()) : "max";
@@ -139,6 +153,41 @@ void Calibration::finish() {
     loads.emplace_back(&q, *amax);
   }
   for (auto& [q, amax] : loads) q->set_amax(amax);
+  if (chosen_later.empty()) return;
+  auto_choices_ = calib::detail::choose_amax(module_, chosen_later, options_.strict());
+  if (options_.progress() && !auto_choices_.empty()) {
+    std::cerr << "torchqat::calibrate(method auto): per-quantizer choice (errors: mean squared output error of the "
+                 "layer)\n"
+              << auto_report(auto_choices_) << "\n";
+  }
+}
+
+std::string auto_report(const std::vector<AutoChoice>& choices) {
+  const char* labels[] = {"mse", "max", "percentile 99.999", "percentile 99.99", "percentile 99.9", "entropy"};
+  size_t width = 9;
+  for (const auto& c : choices) width = std::max(width, c.quantizer.size());
+  auto pad_left = [](const std::string& x, size_t w) { return std::string(w > x.size() ? w - x.size() : 0, ' ') + x; };
+  auto pad_right = [](const std::string& x, size_t w) { return x + std::string(w > x.size() ? w - x.size() : 0, ' '); };
+  auto g4 = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.4g", v);
+    return std::string(buf);
+  };
+  std::ostringstream s;
+  s << pad_right("quantizer", width) << "  " << pad_right("kept", 17) << " " << pad_left("amax", 10) << "  ";
+  for (size_t i = 0; i < 6; ++i) s << (i ? "  " : "") << pad_left(labels[i], 17);
+  for (const auto& c : choices) {
+    s << "\n" << pad_right(c.quantizer, width) << "  " << pad_right(c.method, 17) << " " << pad_left(g4(c.amax), 10)
+      << "  ";
+    for (size_t i = 0; i < 6; ++i) {
+      std::string cell = "-";
+      for (const auto& k : c.candidates) {
+        if (k.method == labels[i]) cell = g4(k.error);
+      }
+      s << (i ? "  " : "") << pad_left(cell, 17);
+    }
+  }
+  return s.str();
 }
 
 }  // namespace torchqat

@@ -37,7 +37,7 @@
 namespace torchqat {
 
 struct CalibrateOptions {
-  // "max" | "entropy" | "percentile" | "mse".
+  // "max" | "entropy" | "percentile" | "mse" | "auto" (below).
   TORCH_ARG(std::string, method) = "max";
   // Stop after that many batches (std::nullopt: all of them); >= 1.
   TORCH_ARG(std::optional<int64_t>, num_batches) = std::nullopt;
@@ -49,9 +49,36 @@ struct CalibrateOptions {
   // A quantizer that saw no data is an error, raised before any amax is set (false: a warning,
   // and that quantizer keeps the amax it had).
   TORCH_ARG(bool, strict) = true;
-  // A progress line on stderr: batches done (of the total when known) and seconds elapsed.
+  // A progress line on stderr: batches done (of the total when known) and seconds elapsed; with
+  // method "auto", the table of choices too.
   TORCH_ARG(bool, progress) = true;
+  // Method "auto" measures on the inputs recorded during the first auto_batches batches; >= 1.
+  TORCH_ARG(int64_t, auto_batches) = 2;
 };
+
+// Method "auto" (python/torchqat/calib/auto.py's rule, the same in both languages): for each
+// enabled per-tensor quantizer, the candidates are the amax its one histogram gives by mse, max
+// (percentile 100), percentile 99.999, 99.99, 99.9 and entropy; each candidate's error is the sum,
+// over the layers holding the quantizer and their recorded calls (the first auto_batches batches,
+// up to 4 calls per batch), of mean((layer output with the quantizer at that amax - output with it
+// disabled)^2), with every other activation quantizer disabled and the weights quantized with
+// their calibrated amax. The least error wins (ties: the order above). Layers C++ can rerun:
+// quantized convs, transposed convs, linears and poolings (their input), QuantAdd (pairs of
+// inputs) and QuantConcat (a batch's inputs as one call: a concat run once per forward); a
+// quantizer held only by other modules gets the first candidate. Weights keep their running max.
+struct AutoChoice {
+  struct Candidate {
+    std::string method;
+    float amax;
+    double error;
+  };
+  std::string quantizer;
+  std::string method;  // the candidate kept
+  float amax;
+  std::vector<Candidate> candidates;
+};
+// The choices as a table (quantizer, kept, amax, each candidate's error), as Python's AutoReport prints.
+std::string auto_report(const std::vector<AutoChoice>& choices);
 
 // The steps calibrate() runs around the caller's loop; usable directly for a custom loop:
 //   torchqat::Calibration c(*model, options);
@@ -74,8 +101,11 @@ class Calibration {
   void step();
   int64_t batches() const { return batches_; }
   // Restores the switches and training flags, then loads every amax (all computed and checked
-  // first, so an error sets none). The error names the quantizer.
+  // first, so an error sets none; with "auto", the weights' first, then each activation's as it is
+  // chosen). The error names the quantizer.
   void finish();
+  // Method "auto": what finish() chose per quantizer (empty for other methods).
+  const std::vector<AutoChoice>& auto_choices() const { return auto_choices_; }
 
  private:
   void restore();
@@ -89,6 +119,8 @@ class Calibration {
   std::optional<QuantStateGuard> switches_;
   std::vector<std::pair<std::shared_ptr<torch::nn::Module>, bool>> training_;
   int64_t batches_ = 0;
+  std::shared_ptr<int64_t> batch_index_ = std::make_shared<int64_t>(0);  // read by auto's recorders
+  std::vector<AutoChoice> auto_choices_;
   bool restored_ = false;
   std::chrono::steady_clock::time_point start_;
 };
@@ -138,8 +170,9 @@ struct has_size<R, std::void_t<decltype(std::size(std::declval<R&>()))>> : std::
 }  // namespace detail
 
 // Calibrates module on batches, running forward(batch) on each (batch as the range yields it).
+// Returns method "auto"'s choices (empty for the other methods).
 template <typename Batches, typename Forward>
-void calibrate(torch::nn::Module& module, Batches&& batches, const CalibrateOptions& options, Forward&& forward) {
+std::vector<AutoChoice> calibrate(torch::nn::Module& module, Batches&& batches, const CalibrateOptions& options, Forward&& forward) {
   auto& range = detail::as_range(batches);
   std::optional<int64_t> total = options.num_batches();
   if constexpr (detail::has_size<std::remove_reference_t<decltype(range)>>::value) {
@@ -153,13 +186,15 @@ void calibrate(torch::nn::Module& module, Batches&& batches, const CalibrateOpti
     if (c.done()) break;  // before the range fetches (loads) another batch
   }
   c.finish();
+  return c.auto_choices();
 }
 
 // Calibrates a module holder (a TORCH_MODULE, or torch::nn::Sequential) through its forward,
 // called with each batch's input tensor (see batch_input above).
 template <typename ModuleType, typename Batches>
-void calibrate(torch::nn::ModuleHolder<ModuleType>& model, Batches&& batches, const CalibrateOptions& options = {}) {
-  calibrate(*model, std::forward<Batches>(batches), options,
+std::vector<AutoChoice> calibrate(torch::nn::ModuleHolder<ModuleType>& model, Batches&& batches,
+                                  const CalibrateOptions& options = {}) {
+  return calibrate(*model, std::forward<Batches>(batches), options,
             [&model](const auto& batch) { model->forward(detail::batch_input(batch)); });
 }
 

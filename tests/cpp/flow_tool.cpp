@@ -3,7 +3,7 @@
 // weights and data and compares. Writes
 //   OUT_DIR/model.pt    torch::save of the model before calibration (weights, BN statistics)
 //   OUT_DIR/flow.pt     a pickled dict: "batch<i>" the calibration batches, "<method>/<quantizer>"
-//                       the amax torchqat::calibrate gave for each method, and "folded/<name>"
+//                       the amax torchqat::calibrate gave for each method (auto included), and "folded/<name>"
 //                       the parameters and amax after torchqat::fold_bn of the mse-calibrated model
 #include <torch/torch.h>
 
@@ -34,11 +34,13 @@ int main(int argc, char** argv) {
       batches.push_back(x);
       result.insert("batch" + std::to_string(i), x);
     }
-    for (const std::string method : {"max", "entropy", "percentile", "mse"}) {
+    for (const std::string method : {"max", "entropy", "percentile", "mse", "auto"}) {
       torchqat::calibrate(model, batches,
                           torchqat::CalibrateOptions().method(method).num_batches(4).percentile(99.9).progress(false));
       for (const auto& e : torchqat::quantizers(*model)) result.insert(method + "/" + e.name, e.quantizer->amax().clone());  // the buffer is reused
     }
+    torchqat::calibrate(model, batches,
+                        torchqat::CalibrateOptions().method("mse").num_batches(4).percentile(99.9).progress(false));
     torchqat::fold_bn(*model);
     for (const auto& p : model->named_parameters()) result.insert("folded/" + p.key(), p.value().detach().clone());
     for (const auto& e : torchqat::quantizers(*model)) result.insert("folded/" + e.name + "._amax", e.quantizer->amax());

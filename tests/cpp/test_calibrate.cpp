@@ -8,6 +8,7 @@
 #include "onnx_test_model.h"
 #include "torchqat/calib/histogram_calibrator.h"
 #include "torchqat/calibrate.h"
+#include "torchqat/ops.h"
 
 using torchqat::CalibrateOptions;
 
@@ -139,7 +140,7 @@ TEST_CASE("calibrate errors change nothing and name the option or quantizer", "[
     }
   };
   REQUIRE_THROWS_WITH(torchqat::calibrate(model, batches, quiet("kl")),
-                      Catch::Contains("method must be one of 'max', 'entropy', 'percentile', 'mse', got 'kl'"));
+                      Catch::Contains("method must be one of 'max', 'entropy', 'percentile', 'mse', 'auto', got 'kl'"));
   unchanged();
   // No batch: strict names the first quantizer and sets no amax.
   REQUIRE_THROWS_WITH(torchqat::calibrate(model, std::vector<at::Tensor>{}, quiet("entropy")),
@@ -149,4 +150,53 @@ TEST_CASE("calibrate errors change nothing and name the option or quantizer", "[
   std::vector<at::Tensor> bad = {batches[0], torch::full({4, 3, 8, 8}, std::nanf(""))};
   REQUIRE_THROWS_WITH(torchqat::calibrate(model, bad, quiet()), Catch::Contains("x contains NaN"));
   unchanged();
+}
+
+TEST_CASE("calibrate auto keeps the candidate with the least layer output error, measured as defined", "[flow][calibrate][auto]") {
+  // A first layer whose input is mostly one background value with a sparse bright foreground
+  // (the demo's first conv): entropy clips the foreground, auto must not pick it.
+  torch::manual_seed(3);
+  torchqat::nn::QuantConv2d conv(torch::nn::Conv2dOptions(1, 4, 3).padding(1));
+  torch::nn::Sequential model(conv);
+  std::vector<at::Tensor> batches;
+  for (int i = 0; i < 3; ++i) {
+    auto x = torch::full({8, 1, 12, 12}, 0.8f);
+    auto mask = torch::rand({8, 1, 12, 12}) < 0.15;
+    x = torch::where(mask, torch::rand({8, 1, 12, 12}) * 2.0 + 0.5, x);
+    batches.push_back(x);
+  }
+  CerrCapture cap;
+  const auto choices = torchqat::calibrate(model, batches, CalibrateOptions().method("auto").auto_batches(2));
+  REQUIRE(cap.text.str().find("per-quantizer choice") != std::string::npos);
+  REQUIRE(choices.size() == 1);
+  const auto& c = choices[0];
+  REQUIRE(c.quantizer == "0._input_quantizer");
+  REQUIRE(c.candidates.size() == 6);
+  // Each candidate's error by the definition: the conv with the weight quantized (its max amax)
+  // on the first two batches, input fake-quantized at the candidate vs not quantized.
+  const auto w_amax = conv->weight_quantizer()->amax();
+  REQUIRE(torch::equal(w_amax, conv->weight.abs().amax({1, 2, 3}, true)));
+  torch::NoGradGuard no_grad;
+  const auto wq = torchqat::fake_quant(conv->weight, w_amax, 8, false, false, 0);
+  double best = 1e300;
+  std::string best_label;
+  float entropy_amax = 0;
+  for (const auto& k : c.candidates) {
+    double err = 0;
+    for (int b = 0; b < 2; ++b) {
+      const auto ref = torch::conv2d(batches[b], wq, conv->bias, 1, 1);
+      const auto out = torch::conv2d(torchqat::fake_quant(batches[b], torch::tensor(k.amax)), wq, conv->bias, 1, 1);
+      err += (out - ref).square().mean().item<double>();
+    }
+    INFO(k.method);
+    REQUIRE(k.error == Approx(err).epsilon(1e-12));
+    if (err < best) best = err, best_label = k.method;
+    if (k.method == "entropy") entropy_amax = k.amax;
+  }
+  REQUIRE(c.method == best_label);
+  REQUIRE(c.method != "entropy");
+  REQUIRE(c.amax > entropy_amax);  // entropy clips the foreground here
+  REQUIRE(conv->input_quantizer()->amax().item<float>() == c.amax);
+  REQUIRE(std::dynamic_pointer_cast<torchqat::calib::HistogramCalibrator>(conv->input_quantizer()->calibrator()));
+  REQUIRE(torchqat::auto_report(choices).find("0._input_quantizer") != std::string::npos);
 }

@@ -191,6 +191,7 @@ const std::map<std::string, std::function<void()>>& cases() {
   static const std::map<std::string, std::function<void()>> c = {
       {"E230", [] { calibrate_tiny(torchqat::CalibrateOptions().method("kl")); }},
       {"E231", [] { calibrate_tiny(torchqat::CalibrateOptions().num_batches(0)); }},
+      {"E249", [] { calibrate_tiny(torchqat::CalibrateOptions().method("auto").auto_batches(0)); }},
       {"E232",
        [] {
          torch::nn::Sequential m(torch::nn::Linear(2, 2));
