@@ -69,9 +69,28 @@ def fake_quant(x, amax, num_bits=8, unsigned=False, narrow_range=False, axis=Non
 
 
 def abs_max(x, keep_dims=()):
-    """A dynamic (uncalibrated) quantizer: TensorRT needs constant scales."""
-    raise ValueError("torchqat ONNX export: a quantizer has no amax; calibrate first (torchqat.calibrate), "
-                     "or disable it (it then exports as float)")
+    """A dynamic (uncalibrated) quantizer's amax where torch captured the model with Dynamo (strict:
+    torch.onnx.export's fallback when its non-strict capture fails): no example-input value exists
+    there either, so, as in the non-strict capture (nn/modules/_dynamic.py), a placeholder amax of
+    ones of the keepdims shape, with the uncalibrated-export warning."""
+    import warnings
+
+    from ..nn.modules._dynamic import UNCALIBRATED_EXPORT_WARNING
+    if x.shape is None:
+        raise ValueError("torchqat ONNX export: a quantizer without amax reads a tensor of unknown rank; "
+                         "calibrate first (torchqat.calibrate)")
+    rank = len(x.shape)
+    keep = {int(d) % rank for d in keep_dims}
+    shape = []
+    if keep:
+        for d in range(rank):
+            size = x.shape[d] if d in keep else 1
+            if not isinstance(size, int):
+                raise ValueError(f"torchqat ONNX export: a quantizer without amax keeps dim {d}, whose size is "
+                                 "dynamic; calibrate first (torchqat.calibrate)")
+            shape.append(size)
+    warnings.warn(UNCALIBRATED_EXPORT_WARNING, UserWarning, stacklevel=2)
+    return _const(np.ones(shape, dtype=np.float32))
 
 
 TRANSLATIONS = {}

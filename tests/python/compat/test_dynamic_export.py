@@ -155,3 +155,23 @@ def test_default_exporter_exports_an_uncalibrated_model_as_a_calibrated_one_woul
     calibrated = torch.onnx.export(model, (x,), None, opset_version=13)
     assert [n.op_type for n in calibrated.model_proto.graph.node] == ops
 
+
+
+def test_strict_capture_keeps_abs_max_and_its_onnx_form_is_the_placeholder():
+    """Under Dynamo (torch.compile, strict torch.export: torch.onnx.export's fallback when the non-strict
+    capture fails on the model's own code) the dynamic amax stays an abs_max node, computed for real;
+    its ONNX translation is the same placeholder the non-strict capture uses, so the graph is the same."""
+    model = _pool_model()
+    x = torch.randn(1, 3, 8, 8)
+    ep = torch.export.export(model, (x,), strict=True)
+    targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+    assert targets.count("torchqat.abs_max.default") == 4
+    torch.testing.assert_close(ep.module()(x), model(x), rtol=0, atol=0)  # the real batch amax
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        strict = torch.onnx.export(ep, (x,), None, opset_version=13)
+    assert any(str(m.message) == UNCALIBRATED_EXPORT_WARNING for m in w)
+    ops = [n.op_type for n in strict.model_proto.graph.node]
+    assert not set(ops) & {"ReduceMax", "Abs"}
+    plain = torch.onnx.export(model, (x,), None, opset_version=13)
+    assert ops == [n.op_type for n in plain.model_proto.graph.node]
