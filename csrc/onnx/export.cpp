@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <unordered_set>
 
+#include "onnx/build_model.h"
 #include "onnx/graph_capture.h"
 #include "onnx/module_check.h"
 #include "onnx/translate.h"
@@ -33,11 +34,12 @@ void check_unique(const std::vector<std::string>& inputs, const std::vector<std:
 
 }  // namespace
 
-void export_model(const std::shared_ptr<torch::nn::Module>& module, const ForwardFunction& forward,
-                  const std::vector<at::Tensor>& example_inputs, const std::string& path, const ExportOptions& options) {
+namespace detail {
+
+Model build_model(const std::shared_ptr<torch::nn::Module>& module, const ForwardFunction& forward,
+                  const std::vector<at::Tensor>& example_inputs, const ExportOptions& options) {
   TORCH_CHECK_VALUE(module != nullptr, "torchqat::onnx::export_model: module is null");
   TORCH_CHECK_VALUE(static_cast<bool>(forward), "torchqat::onnx::export_model: forward is empty");
-  TORCH_CHECK_VALUE(!path.empty(), "torchqat::onnx::export_model: path is empty");
   TORCH_CHECK_VALUE(!example_inputs.empty(), "torchqat::onnx::export_model: no example inputs");
   for (size_t i = 0; i < example_inputs.size(); ++i) {
     const auto& x = example_inputs[i];
@@ -58,6 +60,15 @@ void export_model(const std::shared_ptr<torch::nn::Module>& module, const Forwar
   model.producer_name = "torchqat";
   model.producer_version = TORCHQAT_VERSION;
   model.graph_name = "torchqat_export";
+  return model;
+}
+
+}  // namespace detail
+
+void export_model(const std::shared_ptr<torch::nn::Module>& module, const ForwardFunction& forward,
+                  const std::vector<at::Tensor>& example_inputs, const std::string& path, const ExportOptions& options) {
+  TORCH_CHECK_VALUE(!path.empty(), "torchqat::onnx::export_model: path is empty");
+  const detail::Model model = detail::build_model(module, forward, example_inputs, options);
   try {
     detail::write_model(model, path);
   } catch (const std::exception& e) {

@@ -22,6 +22,7 @@
 #include "torchqat/nn/quant_pooling.h"
 #include "torchqat/nn/replace.h"
 #include "torchqat/onnx/export.h"
+#include "torchqat/onnx/implicit.h"
 #include "torchqat/ops.h"
 #include "torchqat/quant_descriptor.h"
 #include "torchqat/quantizers.h"
