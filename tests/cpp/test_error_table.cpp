@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -28,6 +29,7 @@
 #include "torchqat/nn/quant_lstm.h"
 #include "torchqat/nn/replace.h"
 #include "torchqat/onnx/export.h"
+#include "torchqat/onnx/implicit.h"
 #include "torchqat/ops.h"
 #include "torchqat/tensor_quantizer.h"
 #include "torchqat/tools/sensitivity.h"
@@ -187,11 +189,27 @@ at::Tensor no_tensor() { return at::Tensor(); }
 // One QuantLinear in a Sequential: the layer "0".
 torch::nn::Sequential quant_linear_model() { return torch::nn::Sequential(tqnn::QuantLinear(2, 2)); }
 
+// export_tensorrt_implicit of a calibrated QuantLinear into the temp folder; input_amax shapes its
+// input quantizer's amax ({} = per tensor).
+void implicit_export(const std::string& onnx_name, const std::string& header,
+                     std::vector<int64_t> input_amax_shape = {}) {
+  auto m = quant_linear_model();
+  auto fc = m->ptr(0)->as<tqnn::QuantLinearImpl>();
+  fc->input_quantizer()->set_amax(torch::ones(input_amax_shape));
+  fc->weight_quantizer()->set_amax(torch::ones({2, 1}));
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  torchqat::onnx::export_tensorrt_implicit(m, {torch::randn({3, 2})}, onnx_name.empty() ? "" : dir + "/" + onnx_name,
+                                           dir + "/torchqat_error_table.cache", {}, header);
+}
+
 const std::map<std::string, std::function<void()>>& cases() {
   static const std::map<std::string, std::function<void()>> c = {
       {"E230", [] { calibrate_tiny(torchqat::CalibrateOptions().method("kl")); }},
       {"E231", [] { calibrate_tiny(torchqat::CalibrateOptions().num_batches(0)); }},
       {"E249", [] { calibrate_tiny(torchqat::CalibrateOptions().method("auto").auto_batches(0)); }},
+      {"E256", [] { implicit_export("", torchqat::onnx::kDefaultCacheHeader); }},
+      {"E257", [] { implicit_export("torchqat_error_table.onnx", "TRT-8XXX\nEntropyCalibration2"); }},
+      {"E258", [] { implicit_export("torchqat_error_table.onnx", torchqat::onnx::kDefaultCacheHeader, {1, 2}); }},
       {"E232",
        [] {
          torch::nn::Sequential m(torch::nn::Linear(2, 2));
