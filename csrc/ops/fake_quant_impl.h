@@ -28,13 +28,11 @@ at::Tensor fake_quant_impl(const at::Tensor& x, const at::Tensor& amax, int64_t 
   return out;
 }
 
+// The backward of either format: the STE mask for x, and the LSQ gradient for amax.
 template <BwdKernel K>
-std::tuple<at::Tensor, at::Tensor> fake_quant_backward_impl(const at::Tensor& grad, const at::Tensor& x,
-                                                            const at::Tensor& amax, int64_t num_bits,
-                                                            bool is_unsigned, bool narrow_range,
-                                                            std::optional<int64_t> axis, bool amax_grad) {
-  const char* op = "torchqat.fake_quant_backward";
-  const QuantRange r = quant_range(op, num_bits, is_unsigned, narrow_range);
+std::tuple<at::Tensor, at::Tensor> backward_impl(const char* op, const QuantRange& r, Format fmt,
+                                                 const at::Tensor& grad, const at::Tensor& x, const at::Tensor& amax,
+                                                 std::optional<int64_t> axis, bool amax_grad) {
   const Layout L = resolve_layout(op, x, amax, axis, /*check_values=*/false);
   check_grad_shape(op, grad, x);
   at::Tensor g = grad;
@@ -44,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_backward_impl(const at::Tensor& gr
   at::Tensor grad_x = at::empty_like(L.x);
   at::Tensor dstep;
   if (amax_grad) dstep = at::empty_like(L.x, L.x.options().dtype(at::kFloat));
-  if (L.x.numel() > 0) K({L, r}, g, grad_x, dstep);
+  if (L.x.numel() > 0) K({L, r, fmt}, g, grad_x, dstep);
   at::Tensor grad_amax;
   if (amax_grad) {
     at::Tensor sums;
@@ -61,12 +59,40 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_backward_impl(const at::Tensor& gr
         if (d != L.axis) dims.push_back(d);
       sums = dims.empty() ? dstep : dstep.sum(dims);
     }
-    // LSQ (Esser et al. 2020): step gradient scaled by 1/sqrt(N * Qp); d step / d amax = 1 / bound.
+    // LSQ (Esser et al. 2020): step gradient scaled by 1/sqrt(N * Qp); d step / d amax = 1 / bound
+    // (bound 448 for E4M3, whose step is amax / 448).
     const double per_channel = std::max<double>(1.0, static_cast<double>(L.x.numel()) / amax.numel());
     const double scale = 1.0 / (std::sqrt(per_channel * r.bound) * r.bound);
     grad_amax = reshape_like_amax(sums * scale, amax);
   }
   return {grad_x, grad_amax};
+}
+
+template <BwdKernel K>
+std::tuple<at::Tensor, at::Tensor> fake_quant_backward_impl(const at::Tensor& grad, const at::Tensor& x,
+                                                            const at::Tensor& amax, int64_t num_bits,
+                                                            bool is_unsigned, bool narrow_range,
+                                                            std::optional<int64_t> axis, bool amax_grad) {
+  const char* op = "torchqat.fake_quant_backward";
+  const QuantRange r = quant_range(op, num_bits, is_unsigned, narrow_range);
+  return backward_impl<K>(op, r, Format::kInt, grad, x, amax, axis, amax_grad);
+}
+
+template <FwdKernel K>
+at::Tensor fake_quant_e4m3_impl(const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis) {
+  const char* op = "torchqat.fake_quant_e4m3";
+  const Layout L = resolve_layout(op, x, amax, axis);
+  at::Tensor out = at::empty_like(L.x);
+  if (L.x.numel() > 0) K({L, e4m3_range(), Format::kE4M3}, out);
+  return out;
+}
+
+template <BwdKernel K>
+std::tuple<at::Tensor, at::Tensor> fake_quant_e4m3_backward_impl(const at::Tensor& grad, const at::Tensor& x,
+                                                                 const at::Tensor& amax, std::optional<int64_t> axis,
+                                                                 bool amax_grad) {
+  return backward_impl<K>("torchqat.fake_quant_e4m3_backward", e4m3_range(), Format::kE4M3, grad, x, amax, axis,
+                          amax_grad);
 }
 
 }  // namespace detail

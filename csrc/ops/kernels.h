@@ -12,6 +12,7 @@ namespace detail {
 struct KernelArgs {
   const Layout& L;
   QuantRange r;
+  Format fmt = Format::kInt;
 };
 
 // out = fake_quant(x); out has x's strides.

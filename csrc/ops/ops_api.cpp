@@ -29,6 +29,21 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_backward(const at::Tensor& grad, c
   return op.call(grad, x, amax, num_bits, is_unsigned, narrow_range, axis, amax_grad);
 }
 
+at::Tensor fake_quant_e4m3(const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis) {
+  static auto op = handle<at::Tensor(const at::Tensor&, const at::Tensor&, std::optional<int64_t>)>(
+      "torchqat::fake_quant_e4m3");
+  return op.call(x, amax, axis);
+}
+
+std::tuple<at::Tensor, at::Tensor> fake_quant_e4m3_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                            const at::Tensor& amax, std::optional<int64_t> axis,
+                                                            bool amax_grad) {
+  static auto op = handle<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                             std::optional<int64_t>, bool)>(
+      "torchqat::fake_quant_e4m3_backward");
+  return op.call(grad, x, amax, axis, amax_grad);
+}
+
 std::tuple<at::Tensor, at::Tensor> quantize(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits,
                                             bool is_unsigned, bool narrow_range, std::optional<int64_t> axis) {
   static auto op = handle<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t, bool,

@@ -21,6 +21,13 @@ QuantRange quant_range(const char* op, int64_t num_bits, bool is_unsigned, bool 
 // [K, C, 1, 1] for a quantizer with axis=(0, 1)).
 constexpr int64_t kMultiAxis = -2;
 
+// The number formats of the fake-quant family: the symmetric integer grid, and FP8 E4M3
+// (float8_e4m3fn, scale 448 / amax).
+enum class Format { kInt, kE4M3 };
+
+// FP8 E4M3's range: bound (the LSQ gradient's Qp) 448, values in [-448, 448].
+inline QuantRange e4m3_range() { return {448.0f, -448.0f, 448.0f}; }
+
 struct Layout {
   at::Tensor x;        // dense (non-overlapping) version of the input, strides preserved if possible
   at::Tensor amax;     // float32, contiguous, [channels], same device as x

@@ -23,6 +23,22 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_backward(const at::Tensor& grad, c
                                                        bool narrow_range, std::optional<int64_t> axis,
                                                        bool amax_grad);
 
+// FP8 E4M3 fake quantization (pytorch-quantization's num_bits=(4, 3), scaled_e4m3):
+// y = e4m3(x / step) * step, step = amax / 448 (float32), where e4m3 rounds to the nearest
+// float8_e4m3fn value (ties to even) and saturates at +-448; NaN stays NaN. This is ONNX
+// QuantizeLinear -> DequantizeLinear's arithmetic with scale = step, so an exported model equals
+// the fake-quant one bit for bit; it equals torch's `(x / step).to(torch.float8_e4m3fn).float()
+// * step` wherever that cast is finite (torch's cast gives NaN from |x / step| >= 464 and for
+// Inf; this op gives +-448). Computed in float32 (float64 for float64), output in x's dtype;
+// amax as for fake_quant; amax == 0 gives 0. Backward as fake_quant's: the STE mask
+// |x| <= amax, and the LSQ amax gradient with 448 as the bound.
+at::Tensor fake_quant_e4m3(const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis = std::nullopt);
+
+// The backward of fake_quant_e4m3: (grad_x, grad_amax); grad_amax is undefined unless amax_grad.
+std::tuple<at::Tensor, at::Tensor> fake_quant_e4m3_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                            const at::Tensor& amax, std::optional<int64_t> axis,
+                                                            bool amax_grad);
+
 // Real quantization: (q, scale). q is int8/uint8 up to 8 bits, int16/int32 above; scale is
 // the step amax / bound (1 where amax is 0), shaped like amax, as ONNX's QuantizeLinear takes it.
 std::tuple<at::Tensor, at::Tensor> quantize(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits = 8,

@@ -9,6 +9,11 @@ def fake_quant(x, amax, num_bits=8, unsigned=False, narrow_range=False, axis=Non
     return _ops.fake_quant(x, amax, num_bits, unsigned, narrow_range, axis)
 
 
+def fake_quant_e4m3(x, amax, axis=None):
+    """torch.ops.torchqat.fake_quant_e4m3: FP8 E4M3 fake quantization, scale 448 / amax, saturating (STE backward)."""
+    return _ops.fake_quant_e4m3(x, amax, axis)
+
+
 def quantize(x, amax, num_bits=8, unsigned=False, narrow_range=False, axis=None):
     """torch.ops.torchqat.quantize: (integer-valued q, scale) of x with amax."""
     return _ops.quantize(x, amax, num_bits, unsigned, narrow_range, axis)

@@ -64,6 +64,32 @@ def fake_quant_backward_cases(d):
     ]
 
 
+def fake_quant_e4m3_cases(d):
+    """(id, args) of fake_quant_e4m3(x, amax, axis); x spans past the saturation edge (x * 448 / amax > 448)."""
+    return [
+        ("per_tensor", (_x(2, 3, 4, 5, device=d) * 3, _amax(device=d), None)),
+        ("per_channel_weight_inferred", (_x(4, 3, 3, 3, device=d), _amax(4, 1, 1, 1, device=d, zero_first=True),
+                                         None)),
+        ("per_channel_act_axis1_fp16", (_x(2, 3, 4, 5, device=d, dtype=torch.float16), _amax(1, 3, 1, 1, device=d),
+                                        1)),
+        ("bf16_channels_last", (_x(2, 3, 4, 5, device=d, dtype=torch.bfloat16).to(memory_format=torch.channels_last),
+                                _amax(1, 3, 1, 1, device=d), 1)),
+        ("non_dense_input", (_x(4, 6, device=d)[:, ::2], _amax(device=d), None)),
+        ("grad_x_and_amax", (_x(2, 3, 4, 5, device=d, grad=True), _amax(device=d, grad=True), None)),
+        ("grad_amax_per_channel", (_x(4, 3, 3, 3, device=d, grad=True), _amax(4, 1, 1, 1, device=d, grad=True), 0)),
+    ]
+
+
+def fake_quant_e4m3_backward_cases(d):
+    """(id, args) of fake_quant_e4m3_backward(grad, x, amax, axis, amax_grad)."""
+    return [
+        ("per_tensor", (_x(2, 3, 4, device=d), _x(2, 3, 4, device=d), _amax(device=d), None, False)),
+        ("per_channel_amax_grad", (_x(4, 3, 3, device=d), _x(4, 3, 3, device=d), _amax(4, 1, 1, device=d), 0, True)),
+        ("grad_other_dtype_and_layout", (_x(3, 4, device=d).t(), _x(4, 3, device=d, dtype=torch.bfloat16),
+                                         _amax(1, 3, device=d), 1, True)),
+    ]
+
+
 def quantize_cases(d):
     return [
         ("per_tensor", (_x(2, 3, 4, device=d), _amax(device=d), 8, False, False, None)),
@@ -140,6 +166,8 @@ CASES = {
     "clip_backward": clip_backward_cases,
     "fake_quant": fake_quant_cases,
     "fake_quant_backward": fake_quant_backward_cases,
+    "fake_quant_e4m3": fake_quant_e4m3_cases,
+    "fake_quant_e4m3_backward": fake_quant_e4m3_backward_cases,
     "quantize": quantize_cases,
     "dequantize": dequantize_cases,
     "abs_max": abs_max_cases,
@@ -180,6 +208,9 @@ def _meta(t):
     ("fake_quant", (torch.randn(2, 3).int(), torch.ones(()), 8, False, False, None)),
     ("fake_quant", (torch.randn(2, 3), torch.ones(()), 8, False, False, 5)),
     ("fake_quant_backward", (torch.randn(3, 2), torch.randn(2, 3), torch.ones(()), 8, False, False, None, True)),
+    ("fake_quant_e4m3", (torch.randn(2, 3), torch.ones(4), 1)),
+    ("fake_quant_e4m3", (torch.randn(2, 3).int(), torch.ones(()), None)),
+    ("fake_quant_e4m3_backward", (torch.randn(3, 2), torch.randn(2, 3), torch.ones(()), None, True)),
     ("quantize", (torch.randn(2, 3), torch.ones(3, 1), 8, False, False, None)),
     ("dequantize", (torch.randn(2, 3), torch.ones(()), None, None)),
     ("abs_max", (torch.randn(2, 3), [2])),

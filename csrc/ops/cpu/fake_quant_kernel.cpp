@@ -42,33 +42,25 @@ void walk(int64_t n, int64_t channels, int64_t inner, const Run& run, const Cyc&
   });
 }
 
-template <typename T>
+// F is the format (quant_math.h's IntFormat or E4M3Format); float64 computes in double.
+template <typename F, typename T>
 TORCHQAT_MULTIVERSION
 void fq_run(const T* __restrict x, T* __restrict y, int64_t n, Step s, float qmin, float qmax) {
-  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>(fake_quant_one(static_cast<float>(x[i]), s, qmin, qmax));
+  using A = typename Compute<T>::type;
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>(F::one(static_cast<A>(x[i]), s, qmin, qmax));
 }
 
-template <typename T>
+template <typename F, typename T>
 TORCHQAT_MULTIVERSION
 void fq_cyc(const T* __restrict x, T* __restrict y, int64_t n, const float* __restrict step,
             const float* __restrict inv, float qmin, float qmax) {
+  using A = typename Compute<T>::type;
   for (int64_t i = 0; i < n; ++i) {
-    y[i] = static_cast<T>(fake_quant_one(static_cast<float>(x[i]), Step{step[i], inv[i]}, qmin, qmax));
+    y[i] = static_cast<T>(F::one(static_cast<A>(x[i]), Step{step[i], inv[i]}, qmin, qmax));
   }
 }
 
-// fp64 keeps double precision for the product (quant_math.h), as torch's CPU kernel does.
-template <>
-void fq_run<double>(const double* __restrict x, double* __restrict y, int64_t n, Step s, float qmin, float qmax) {
-  for (int64_t i = 0; i < n; ++i) y[i] = fake_quant_one(x[i], s, qmin, qmax);
-}
-template <>
-void fq_cyc<double>(const double* __restrict x, double* __restrict y, int64_t n, const float* __restrict step,
-                    const float* __restrict inv, float qmin, float qmax) {
-  for (int64_t i = 0; i < n; ++i) y[i] = fake_quant_one(x[i], Step{step[i], inv[i]}, qmin, qmax);
-}
-
-template <typename T>
+template <typename F, typename T>
 TORCHQAT_MULTIVERSION
 void bwd_run(const T* __restrict g, const T* __restrict x, T* __restrict gx, float* __restrict ds, int64_t n,
              float amax, Step s, float qmin, float qmax) {
@@ -77,7 +69,7 @@ void bwd_run(const T* __restrict g, const T* __restrict x, T* __restrict gx, flo
   using A = typename Compute<T>::type;
   for (int64_t i = 0; i < n; ++i) gx[i] = in_range(static_cast<A>(x[i]), amax) ? g[i] : static_cast<T>(0.0f);
   if (ds) {
-    for (int64_t i = 0; i < n; ++i) ds[i] = static_cast<float>(g[i]) * dstep_one(static_cast<float>(x[i]), s, qmin, qmax);
+    for (int64_t i = 0; i < n; ++i) ds[i] = static_cast<float>(g[i]) * F::dstep(static_cast<float>(x[i]), s, qmin, qmax);
   }
 }
 
@@ -85,6 +77,7 @@ struct Steps {
   std::vector<float> amax, step, inv;
 };
 
+template <typename F>
 Steps make_steps(const Layout& L, float bound) {
   Steps S;
   const float* a = L.amax.data_ptr<float>();
@@ -93,46 +86,45 @@ Steps make_steps(const Layout& L, float bound) {
   S.step.resize(k);
   S.inv.resize(k);
   for (int64_t c = 0; c < k; ++c) {
-    const Step s = make_step(a[c], bound);
+    const Step s = F::make(a[c], bound);
     S.step[c] = s.step;
     S.inv[c] = s.inv;
   }
   return S;
 }
 
-}  // namespace
-
-void fake_quant_cpu_kernel(const KernelArgs& a, at::Tensor& out) {
+template <typename F>
+void forward(const KernelArgs& a, at::Tensor& out) {
   const Layout& L = a.L;
   const QuantRange r = a.r;
-  const Steps S = make_steps(L, r.bound);
+  const Steps S = make_steps<F>(L, r.bound);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, L.x.scalar_type(), "torchqat_fake_quant_cpu", [&] {
     const scalar_t* x = L.x.const_data_ptr<scalar_t>();
     scalar_t* y = out.data_ptr<scalar_t>();
     walk(
         L.x.numel(), L.channels, L.inner,
         [&](int64_t o, int64_t n, int64_t c) {
-          fq_run<scalar_t>(x + o, y + o, n, Step{S.step[c], S.inv[c]}, r.qmin, r.qmax);
+          fq_run<F, scalar_t>(x + o, y + o, n, Step{S.step[c], S.inv[c]}, r.qmin, r.qmax);
         },
         [&](int64_t o, int64_t n, int64_t c) {
-          fq_cyc<scalar_t>(x + o, y + o, n, S.step.data() + c, S.inv.data() + c, r.qmin, r.qmax);
+          fq_cyc<F, scalar_t>(x + o, y + o, n, S.step.data() + c, S.inv.data() + c, r.qmin, r.qmax);
         });
   });
 }
 
-void fake_quant_backward_cpu_kernel(const KernelArgs& a, const at::Tensor& grad, at::Tensor& grad_x,
-                                    at::Tensor& dstep) {
+template <typename F>
+void backward(const KernelArgs& a, const at::Tensor& grad, at::Tensor& grad_x, at::Tensor& dstep) {
   const Layout& L = a.L;
   const QuantRange r = a.r;
-  const Steps S = make_steps(L, r.bound);
+  const Steps S = make_steps<F>(L, r.bound);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, L.x.scalar_type(), "torchqat_fake_quant_bwd_cpu", [&] {
     const scalar_t* x = L.x.const_data_ptr<scalar_t>();
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     scalar_t* gx = grad_x.data_ptr<scalar_t>();
     float* ds = dstep.defined() ? dstep.data_ptr<float>() : nullptr;
     auto run = [&](int64_t o, int64_t n, int64_t c) {
-      bwd_run<scalar_t>(g + o, x + o, gx + o, ds ? ds + o : nullptr, n, S.amax[c], Step{S.step[c], S.inv[c]}, r.qmin,
-                        r.qmax);
+      bwd_run<F, scalar_t>(g + o, x + o, gx + o, ds ? ds + o : nullptr, n, S.amax[c], Step{S.step[c], S.inv[c]},
+                           r.qmin, r.qmax);
     };
     // Channels-last rows: one element per channel, so call the run loop per element.
     auto cyc = [&](int64_t o, int64_t n, int64_t c) {
@@ -140,6 +132,19 @@ void fake_quant_backward_cpu_kernel(const KernelArgs& a, const at::Tensor& grad,
     };
     walk(L.x.numel(), L.channels, L.inner, run, cyc);
   });
+}
+
+}  // namespace
+
+void fake_quant_cpu_kernel(const KernelArgs& a, at::Tensor& out) {
+  if (a.fmt == Format::kE4M3) forward<E4M3Format>(a, out);
+  else forward<IntFormat>(a, out);
+}
+
+void fake_quant_backward_cpu_kernel(const KernelArgs& a, const at::Tensor& grad, at::Tensor& grad_x,
+                                    at::Tensor& dstep) {
+  if (a.fmt == Format::kE4M3) backward<E4M3Format>(a, grad, grad_x, dstep);
+  else backward<IntFormat>(a, grad, grad_x, dstep);
 }
 
 }  // namespace detail

@@ -64,44 +64,45 @@ __device__ __forceinline__ void for_channels(const Geometry<Idx>& g, Idx i, F f)
   }
 }
 
-template <typename T>
+// F is the format (quant_math.h's IntFormat or E4M3Format).
+template <typename F, typename T>
 __device__ __forceinline__ T fq_elem(T x, Step s, const QuantRange& r) {
   using A = typename Compute<T>::type;
-  return static_cast<T>(fake_quant_one(static_cast<A>(x), s, r.qmin, r.qmax));
+  return static_cast<T>(F::one(static_cast<A>(x), s, r.qmin, r.qmax));
 }
 
-template <typename T, int VEC, int MODE, typename Idx>
+template <typename F, typename T, int VEC, int MODE, typename Idx>
 __global__ void fq_kernel(const T* __restrict__ x, T* __restrict__ y, Geometry<Idx> g, const float* __restrict__ amax,
                           QuantRange r) {
-  const Step s0 = make_step(amax[0], r.bound);
+  const Step s0 = F::make(amax[0], r.bound);
   const Idx stride = static_cast<Idx>(gridDim.x) * blockDim.x * VEC;
   for (Idx i = (static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x) * VEC; i < g.n; i += stride) {
     if (i + VEC <= g.n) {
       Pack<T, VEC> in = *reinterpret_cast<const Pack<T, VEC>*>(x + i);
       Pack<T, VEC> out;
       for_channels<MODE, VEC>(g, i, [&](int j, Idx c) {
-        const Step s = MODE == kTensor ? s0 : make_step(amax[c], r.bound);
-        out.v[j] = fq_elem(in.v[j], s, r);
+        const Step s = MODE == kTensor ? s0 : F::make(amax[c], r.bound);
+        out.v[j] = fq_elem<F>(in.v[j], s, r);
       });
       *reinterpret_cast<Pack<T, VEC>*>(y + i) = out;
     } else {
       for (Idx k = i; k < g.n; ++k) {
         const Idx c = MODE == kTensor ? Idx{0} : channel_of(g, k);
-        y[k] = fq_elem(x[k], make_step(amax[c], r.bound), r);
+        y[k] = fq_elem<F>(x[k], F::make(amax[c], r.bound), r);
       }
     }
   }
 }
 
 // Same rules as the CPU's bwd_run: the gradient passes unchanged inside the range.
-template <typename T>
+template <typename F, typename T>
 __device__ __forceinline__ void bwd_one(T gv, T xv, float a, Step s, QuantRange r, T& gx, float* ds) {
   using A = typename Compute<T>::type;
   gx = in_range(static_cast<A>(xv), a) ? gv : static_cast<T>(0.0f);
-  if (ds) *ds = mul_rn(static_cast<float>(gv), dstep_one(static_cast<float>(xv), s, r.qmin, r.qmax));
+  if (ds) *ds = mul_rn(static_cast<float>(gv), F::dstep(static_cast<float>(xv), s, r.qmin, r.qmax));
 }
 
-template <typename T, int VEC, int MODE, typename Idx>
+template <typename F, typename T, int VEC, int MODE, typename Idx>
 __global__ void bwd_kernel(const T* __restrict__ g_in, const T* __restrict__ x, T* __restrict__ gx,
                            float* __restrict__ ds, Geometry<Idx> g, const float* __restrict__ amax, QuantRange r) {
   const Idx stride = static_cast<Idx>(gridDim.x) * blockDim.x * VEC;
@@ -111,13 +112,13 @@ __global__ void bwd_kernel(const T* __restrict__ g_in, const T* __restrict__ x, 
       Pack<T, VEC> xv = *reinterpret_cast<const Pack<T, VEC>*>(x + i);
       Pack<T, VEC> out;
       for_channels<MODE, VEC>(g, i, [&](int j, Idx c) {
-        bwd_one(gv.v[j], xv.v[j], amax[c], make_step(amax[c], r.bound), r, out.v[j], ds ? ds + i + j : nullptr);
+        bwd_one<F>(gv.v[j], xv.v[j], amax[c], F::make(amax[c], r.bound), r, out.v[j], ds ? ds + i + j : nullptr);
       });
       *reinterpret_cast<Pack<T, VEC>*>(gx + i) = out;
     } else {
       for (Idx k = i; k < g.n; ++k) {
         const Idx c = MODE == kTensor ? Idx{0} : channel_of(g, k);
-        bwd_one(g_in[k], x[k], amax[c], make_step(amax[c], r.bound), r, gx[k], ds ? ds + k : nullptr);
+        bwd_one<F>(g_in[k], x[k], amax[c], F::make(amax[c], r.bound), r, gx[k], ds ? ds + k : nullptr);
       }
     }
   }
@@ -193,36 +194,42 @@ void launch(const Layout& L, bool all_aligned, Args... args) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename T, int VEC, int MODE, typename Idx>
-struct FwdBody {
-  static void run(dim3 grid, dim3 block, cudaStream_t s, Geometry<Idx> g, const T* x, T* y, const float* amax,
-                  QuantRange r) {
-    fq_kernel<T, VEC, MODE, Idx><<<grid, block, 0, s>>>(x, y, g, amax, r);
-  }
+template <typename F>
+struct Fwd {
+  template <typename T, int VEC, int MODE, typename Idx>
+  struct Body {
+    static void run(dim3 grid, dim3 block, cudaStream_t s, Geometry<Idx> g, const T* x, T* y, const float* amax,
+                    QuantRange r) {
+      fq_kernel<F, T, VEC, MODE, Idx><<<grid, block, 0, s>>>(x, y, g, amax, r);
+    }
+  };
 };
 
-template <typename T, int VEC, int MODE, typename Idx>
-struct BwdBody {
-  static void run(dim3 grid, dim3 block, cudaStream_t s, Geometry<Idx> g, const T* gin, const T* x, T* gx, float* ds,
-                  const float* amax, QuantRange r) {
-    bwd_kernel<T, VEC, MODE, Idx><<<grid, block, 0, s>>>(gin, x, gx, ds, g, amax, r);
-  }
+template <typename F>
+struct Bwd {
+  template <typename T, int VEC, int MODE, typename Idx>
+  struct Body {
+    static void run(dim3 grid, dim3 block, cudaStream_t s, Geometry<Idx> g, const T* gin, const T* x, T* gx,
+                    float* ds, const float* amax, QuantRange r) {
+      bwd_kernel<F, T, VEC, MODE, Idx><<<grid, block, 0, s>>>(gin, x, gx, ds, g, amax, r);
+    }
+  };
 };
 
-}  // namespace
-
-void fake_quant_cuda_kernel(const KernelArgs& a, at::Tensor& out) {
+template <typename F>
+void forward(const KernelArgs& a, at::Tensor& out) {
   const Layout& L = a.L;
   c10::cuda::CUDAGuard guard(L.x.device());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, L.x.scalar_type(), "torchqat_fake_quant_cuda", [&] {
     const scalar_t* x = L.x.const_data_ptr<scalar_t>();
     scalar_t* y = out.data_ptr<scalar_t>();
-    launch<scalar_t, FwdBody>(L, aligned16(x) && aligned16(y), x, y, L.amax.const_data_ptr<float>(), a.r);
+    launch<scalar_t, Fwd<F>::template Body>(L, aligned16(x) && aligned16(y), x, y, L.amax.const_data_ptr<float>(),
+                                            a.r);
   });
 }
 
-void fake_quant_backward_cuda_kernel(const KernelArgs& a, const at::Tensor& grad, at::Tensor& grad_x,
-                                     at::Tensor& dstep) {
+template <typename F>
+void backward(const KernelArgs& a, const at::Tensor& grad, at::Tensor& grad_x, at::Tensor& dstep) {
   const Layout& L = a.L;
   c10::cuda::CUDAGuard guard(L.x.device());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, L.x.scalar_type(), "torchqat_fake_quant_bwd_cuda", [&] {
@@ -231,8 +238,21 @@ void fake_quant_backward_cuda_kernel(const KernelArgs& a, const at::Tensor& grad
     scalar_t* gx = grad_x.data_ptr<scalar_t>();
     float* ds = dstep.defined() ? dstep.data_ptr<float>() : nullptr;
     const bool al = aligned16(x) && aligned16(g) && aligned16(gx);
-    launch<scalar_t, BwdBody>(L, al, g, x, gx, ds, L.amax.const_data_ptr<float>(), a.r);
+    launch<scalar_t, Bwd<F>::template Body>(L, al, g, x, gx, ds, L.amax.const_data_ptr<float>(), a.r);
   });
+}
+
+}  // namespace
+
+void fake_quant_cuda_kernel(const KernelArgs& a, at::Tensor& out) {
+  if (a.fmt == Format::kE4M3) forward<E4M3Format>(a, out);
+  else forward<IntFormat>(a, out);
+}
+
+void fake_quant_backward_cuda_kernel(const KernelArgs& a, const at::Tensor& grad, at::Tensor& grad_x,
+                                     at::Tensor& dstep) {
+  if (a.fmt == Format::kE4M3) backward<E4M3Format>(a, grad, grad_x, dstep);
+  else backward<IntFormat>(a, grad, grad_x, dstep);
 }
 
 }  // namespace detail
@@ -242,4 +262,6 @@ TORCH_LIBRARY_IMPL(torchqat, CUDA, m) {
   using namespace torchqat::detail;
   m.impl("fake_quant", &fake_quant_impl<fake_quant_cuda_kernel>);
   m.impl("fake_quant_backward", &fake_quant_backward_impl<fake_quant_backward_cuda_kernel>);
+  m.impl("fake_quant_e4m3", &fake_quant_e4m3_impl<fake_quant_cuda_kernel>);
+  m.impl("fake_quant_e4m3_backward", &fake_quant_e4m3_backward_impl<fake_quant_backward_cuda_kernel>);
 }

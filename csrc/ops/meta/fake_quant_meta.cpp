@@ -32,6 +32,22 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_backward_meta(const at::Tensor& gr
   return {grad_x, grad_amax};
 }
 
+at::Tensor fake_quant_e4m3_meta(const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis) {
+  check_layout("torchqat.fake_quant_e4m3", x, amax, axis);
+  return at::empty_like(dense(x));
+}
+
+std::tuple<at::Tensor, at::Tensor> fake_quant_e4m3_backward_meta(const at::Tensor& grad, const at::Tensor& x,
+                                                                 const at::Tensor& amax, std::optional<int64_t> axis,
+                                                                 bool amax_grad) {
+  const char* op = "torchqat.fake_quant_e4m3_backward";
+  check_layout(op, x, amax, axis);
+  check_grad_shape(op, grad, x);
+  at::Tensor grad_amax;
+  if (amax_grad) grad_amax = at::empty_symint(amax.sym_sizes(), amax.options());
+  return {at::empty_like(dense(x)), grad_amax};
+}
+
 }  // namespace
 }  // namespace detail
 }  // namespace torchqat
@@ -39,4 +55,6 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_backward_meta(const at::Tensor& gr
 TORCH_LIBRARY_IMPL(torchqat, Meta, m) {
   m.impl("fake_quant", &torchqat::detail::fake_quant_meta);
   m.impl("fake_quant_backward", &torchqat::detail::fake_quant_backward_meta);
+  m.impl("fake_quant_e4m3", &torchqat::detail::fake_quant_e4m3_meta);
+  m.impl("fake_quant_e4m3_backward", &torchqat::detail::fake_quant_e4m3_backward_meta);
 }
