@@ -25,12 +25,13 @@ namespace {
 float bin_center(int64_t j, double width) { return static_cast<float>((static_cast<double>(j) + 0.5) * width); }
 
 // sum_j w_j (fake_quant(c_j) - c_j)^2: the forward kernels' arithmetic in float, the error in double.
+template <typename F>
 TORCHQAT_MULTIVERSION
 double weighted_sq_error(const float* __restrict c, const double* __restrict w, int64_t m, detail::Step s,
                          float qmin, float qmax) {
   double acc = 0.0;
   for (int64_t j = 0; j < m; ++j) {
-    const double d = static_cast<double>(detail::fake_quant_one(c[j], s, qmin, qmax)) - static_cast<double>(c[j]);
+    const double d = static_cast<double>(F::one(c[j], s, qmin, qmax)) - static_cast<double>(c[j]);
     acc += w[j] * d * d;
   }
   return acc;
@@ -138,12 +139,14 @@ double amax_percentile(const std::vector<int64_t>& counts, double width, double 
 namespace {
 
 // The mse search over bin centres center(j) (float32): the first minimum of
-// sum_j count_j (fake_quant(c_j; amax = c_i) - c_j)^2 over candidates i.
+// sum_j count_j (fake_quant(c_j; amax = c_i) - c_j)^2 over candidates i; format kE4M3 fake-quantizes
+// to FP8 E4M3 (fake_quant_e4m3's arithmetic; num_bits and is_unsigned unused).
 template <typename Center>
 double mse_search(const char* what, const std::vector<int64_t>& counts, Center center, int64_t num_bits,
-                  bool is_unsigned, int64_t start_bin, int64_t stride) {
+                  bool is_unsigned, int64_t start_bin, int64_t stride, QuantFormat format) {
+  const bool e4m3 = format == QuantFormat::kE4M3;
   const int64_t n = static_cast<int64_t>(counts.size());
-  check_search(what, num_bits, start_bin, stride, n - 1);
+  check_search(what, e4m3 ? 8 : num_bits, start_bin, stride, n - 1);
   // Empty bins add nothing to any candidate's error: only non-empty bins are quantized.
   std::vector<float> c_nz;
   std::vector<double> w_nz;
@@ -157,15 +160,20 @@ double mse_search(const char* what, const std::vector<int64_t>& counts, Center c
   const int64_t m = static_cast<int64_t>(c_nz.size());
   const int64_t ncand = (n - 1 - start_bin) / stride + 1;
   // narrow_range: pytorch-quantization's fake_tensor_quant default, which its mse search uses.
-  const detail::QuantRange r = detail::quant_range(what, num_bits, is_unsigned, /*narrow_range=*/true);
+  const detail::QuantRange r =
+      e4m3 ? detail::e4m3_range() : detail::quant_range(what, num_bits, is_unsigned, /*narrow_range=*/true);
   // One loop per candidate, no temporaries: a grown histogram (10^5 bins) costs time in
   // candidates x bins but memory in bins only.
   std::vector<double> err(static_cast<size_t>(ncand));
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / m);
   at::parallel_for(0, ncand, grain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const detail::Step s = detail::make_step(center(start_bin + i * stride), r.bound);
-      err[static_cast<size_t>(i)] = weighted_sq_error(c_nz.data(), w_nz.data(), m, s, r.qmin, r.qmax);
+      const float a = center(start_bin + i * stride);
+      err[static_cast<size_t>(i)] =
+          e4m3 ? weighted_sq_error<detail::E4M3Format>(c_nz.data(), w_nz.data(), m, detail::make_e4m3_step(a), r.qmin,
+                                                       r.qmax)
+               : weighted_sq_error<detail::IntFormat>(c_nz.data(), w_nz.data(), m, detail::make_step(a, r.bound),
+                                                      r.qmin, r.qmax);
     }
   });
   const int64_t best = std::min_element(err.begin(), err.end()) - err.begin();  // the first minimum
@@ -175,7 +183,7 @@ double mse_search(const char* what, const std::vector<int64_t>& counts, Center c
 }  // namespace
 
 double amax_mse(const std::vector<int64_t>& counts, double width, int64_t num_bits, bool is_unsigned,
-                int64_t start_bin, int64_t stride) {
+                int64_t start_bin, int64_t stride, QuantFormat format) {
   const char* what = "amax_mse";
   check_hist(what, counts, width);
   const int64_t n = static_cast<int64_t>(counts.size());
@@ -184,11 +192,11 @@ double amax_mse(const std::vector<int64_t>& counts, double width, int64_t num_bi
   TORCH_CHECK_VALUE(top_center <= std::numeric_limits<float>::max(), what, ": bin centres reach ", top_center,
                     " (", n, " bins of width ", width, "), beyond the float32 range the search quantizes in");
   return mse_search(what, counts, [width](int64_t j) { return bin_center(j, width); }, num_bits, is_unsigned,
-                    start_bin, stride);
+                    start_bin, stride, format);
 }
 
 double amax_mse_edges(const std::vector<int64_t>& counts, const std::vector<float>& edges, int64_t num_bits,
-                      bool is_unsigned, int64_t start_bin, int64_t stride) {
+                      bool is_unsigned, int64_t start_bin, int64_t stride, QuantFormat format) {
   const char* what = "amax_mse";
   TORCH_CHECK_VALUE(edges.size() == counts.size() + 1, what, ": ", counts.size(), " counts need ", counts.size() + 1,
                     " bin edges, got ", edges.size());
@@ -198,7 +206,7 @@ double amax_mse_edges(const std::vector<int64_t>& counts, const std::vector<floa
   std::vector<float> centers(counts.size());
   for (size_t j = 0; j < centers.size(); ++j) centers[j] = (edges[j + 1] + edges[j]) / 2.0f;
   return mse_search(what, counts, [&centers](int64_t j) { return centers[static_cast<size_t>(j)]; }, num_bits,
-                    is_unsigned, start_bin, stride);
+                    is_unsigned, start_bin, stride, format);
 }
 
 }  // namespace calib

@@ -13,8 +13,15 @@ namespace torchqat {
 namespace calib {
 
 HistogramCalibrator::HistogramCalibrator(int64_t num_bits, std::optional<std::vector<int64_t>> axis,
-                                         bool is_unsigned, int64_t num_bins, bool skip_zeros)
-    : num_bits_(num_bits), unsigned_(is_unsigned), num_bins_(num_bins), skip_zeros_(skip_zeros) {
+                                         bool is_unsigned, int64_t num_bins, bool skip_zeros, QuantFormat format)
+    : num_bits_(format == QuantFormat::kE4M3 ? 8 : num_bits),
+      format_(format),
+      unsigned_(is_unsigned),
+      num_bins_(num_bins),
+      skip_zeros_(skip_zeros) {
+  TORCH_CHECK_VALUE(!(format == QuantFormat::kE4M3 && is_unsigned),
+                    "HistogramCalibrator: num_bits=(4, 3) (FP8 E4M3) is a signed format: unsigned must be false");
+  num_bits = num_bits_;
   TORCH_CHECK_VALUE(!axis || axis->empty(), "HistogramCalibrator: axis must be None (the histogram is per tensor), got ",
                     c10::IntArrayRef(*axis), "; use MaxCalibrator for per-channel calibration");
   TORCH_CHECK_VALUE(num_bits >= 2 && num_bits <= 16, "HistogramCalibrator: num_bits must be in [2, 16], got ",
@@ -122,11 +129,14 @@ std::optional<at::Tensor> HistogramCalibrator::compute_amax(const AmaxOptions& o
   const std::vector<int64_t> counts(p, p + h.numel());
   double amax = 0.0;
   if (o.method == "entropy") {
+    TORCH_CHECK_VALUE(format_ != QuantFormat::kE4M3,
+                      "HistogramCalibrator: the entropy method merges bins into integer levels and is not defined "
+                      "for FP8 E4M3 (num_bits=(4, 3)); use 'mse' or 'percentile'");
     amax = amax_entropy(counts, width_, num_bits_, unsigned_, o.start_bin, o.stride);
   } else if (o.method == "percentile") {
     amax = amax_percentile(counts, width_, o.percentile);
   } else {
-    amax = amax_mse(counts, width_, num_bits_, unsigned_, o.start_bin, o.stride);
+    amax = amax_mse(counts, width_, num_bits_, unsigned_, o.start_bin, o.stride, format_);
   }
   // A bin edge past the data can pass FLT_MAX when the data reaches it; the data does not, so
   // clamping keeps every value in range (and the float32 conversion from throwing).

@@ -10,7 +10,8 @@ CalibratorPtr make_calibrator(const QuantDescriptor& desc) {
   if (desc.calib_method() == "histogram") {
     TORCH_CHECK_VALUE(!desc.axis(), "HistogramCalibrator is per tensor only; descriptor ", desc.str(),
                       " has an axis (use calib_method='max' for per-channel quantizers)");
-    return std::make_shared<HistogramCalibrator>(desc.num_bits(), std::nullopt, desc.is_unsigned());
+    return std::make_shared<HistogramCalibrator>(desc.num_bits(), std::nullopt, desc.is_unsigned(), 2048, false,
+                                                 desc.format());
   }
   return std::make_shared<MaxCalibrator>(desc.num_bits(), desc.axis().value_or(std::vector<int64_t>{}),
                                          desc.is_unsigned());

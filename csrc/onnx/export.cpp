@@ -57,6 +57,10 @@ Model build_model(const std::shared_ptr<torch::nn::Module>& module, const Forwar
 
   detail::Model model =
       detail::translate_graph(*graph, info, input_names, output_names, options.dynamic_batch());
+  if (info.has_fp8) {
+    model.opset_version = kFp8OpsetVersion;
+    model.ir_version = kFp8IrVersion;
+  }
   model.producer_name = "torchqat";
   model.producer_version = TORCHQAT_VERSION;
   model.graph_name = "torchqat_export";

@@ -13,6 +13,7 @@ DataType onnx_dtype(at::ScalarType t) {
     case at::kLong: return DataType::kInt64;
     case at::kChar: return DataType::kInt8;
     case at::kByte: return DataType::kUInt8;
+    case at::kFloat8_e4m3fn: return DataType::kFloat8E4M3FN;
     default:
       TORCH_CHECK_VALUE(false, "torchqat::onnx::export_model: a constant tensor of type ", t,
                         " is not exportable (float32, int64, int8 and uint8 are)");

@@ -64,7 +64,8 @@ void check_quantizer(const TensorQuantizerImpl& q, const std::string& path, Modu
   if (!q.quant_enabled()) return;
   TORCH_CHECK_VALUE(q.desc().fake_quant(), where,
                     " does real quantization (fake_quant=false); only fake-quant quantizers export to Q/DQ");
-  TORCH_CHECK_VALUE(q.num_bits() == 8, where, " has num_bits=", q.num_bits(),
+  if (q.desc().is_e4m3()) info.has_fp8 = true;
+  TORCH_CHECK_VALUE(q.desc().is_e4m3() || q.num_bits() == 8, where, " has num_bits=", q.num_bits(),
                     "; opset 13 QuantizeLinear is int8/uint8 only: use 8 bits or disable it");
   TORCH_CHECK_VALUE(q.has_amax(), where, " has no amax (uncalibrated); calibrate it or disable it");
   at::Tensor a = q.amax().detach().to(at::kCPU, at::kFloat);

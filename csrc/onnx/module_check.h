@@ -16,6 +16,8 @@ struct ModuleInfo {
   // Storage address of each exported quantizer's amax -> the quantizer's module path
   // ("layer1.conv._weight_quantizer"): names its scale and zero point.
   std::unordered_map<const void*, std::string> quantizer_paths;
+  // An exported quantizer is FP8 E4M3: the model needs opset 19 (QuantizeLinear to FLOAT8E4M3FN).
+  bool has_fp8 = false;
 };
 
 // Throws c10::Error (naming the module path) for an unsupported leaf module, for an enabled

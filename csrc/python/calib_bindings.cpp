@@ -37,9 +37,13 @@ void bind_calibrators(py::module_& m) {
       .def("name", &MaxCalibrator::name);
 
   py::class_<HistogramCalibrator, std::shared_ptr<HistogramCalibrator>>(m, "HistogramCalibrator")
-      .def(py::init<int64_t, std::optional<std::vector<int64_t>>, bool, int64_t, bool>(), py::arg("num_bits") = 8,
-           py::arg("axis") = py::none(), py::arg("unsigned") = false, py::arg("num_bins") = 2048,
-           py::arg("skip_zeros") = false)
+      .def(py::init([](int64_t num_bits, std::optional<std::vector<int64_t>> axis, bool is_unsigned, int64_t num_bins,
+                       bool skip_zeros, bool e4m3) {
+             return std::make_shared<HistogramCalibrator>(num_bits, std::move(axis), is_unsigned, num_bins, skip_zeros,
+                                                          e4m3 ? QuantFormat::kE4M3 : QuantFormat::kInt);
+           }),
+           py::arg("num_bits") = 8, py::arg("axis") = py::none(), py::arg("unsigned") = false,
+           py::arg("num_bins") = 2048, py::arg("skip_zeros") = false, py::arg("e4m3") = false)
       .def("collect", &HistogramCalibrator::collect, py::arg("x"), py::call_guard<py::gil_scoped_release>())
       .def("reset", &HistogramCalibrator::reset)
       .def(
@@ -78,12 +82,27 @@ void bind_calibrators(py::module_& m) {
       },
       py::arg("x"), py::arg("hist"), py::arg("edges"), py::arg("num_bins"), py::arg("skip_zeros") = false,
       py::call_guard<py::gil_scoped_release>());
-  m.def("amax_mse_edges", &calib::amax_mse_edges, py::arg("counts"), py::arg("edges"), py::arg("num_bits") = 8,
-        py::arg("unsigned") = false, py::arg("start_bin") = 128, py::arg("stride") = 1,
-        py::call_guard<py::gil_scoped_release>());
-  m.def("amax_mse", &calib::amax_mse, py::arg("counts"), py::arg("width"), py::arg("num_bits") = 8,
-        py::arg("unsigned") = false, py::arg("start_bin") = 128, py::arg("stride") = 1,
-        py::call_guard<py::gil_scoped_release>());
+  // e4m3: the search quantizes to FP8 E4M3 (num_bits=(4, 3)) instead of the integer grid.
+  m.def(
+      "amax_mse_edges",
+      [](const std::vector<int64_t>& counts, const std::vector<float>& edges, int64_t num_bits, bool is_unsigned,
+         int64_t start_bin, int64_t stride, bool e4m3) {
+        return calib::amax_mse_edges(counts, edges, num_bits, is_unsigned, start_bin, stride,
+                                     e4m3 ? QuantFormat::kE4M3 : QuantFormat::kInt);
+      },
+      py::arg("counts"), py::arg("edges"), py::arg("num_bits") = 8, py::arg("unsigned") = false,
+      py::arg("start_bin") = 128, py::arg("stride") = 1, py::arg("e4m3") = false,
+      py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "amax_mse",
+      [](const std::vector<int64_t>& counts, double width, int64_t num_bits, bool is_unsigned, int64_t start_bin,
+         int64_t stride, bool e4m3) {
+        return calib::amax_mse(counts, width, num_bits, is_unsigned, start_bin, stride,
+                               e4m3 ? QuantFormat::kE4M3 : QuantFormat::kInt);
+      },
+      py::arg("counts"), py::arg("width"), py::arg("num_bits") = 8, py::arg("unsigned") = false,
+      py::arg("start_bin") = 128, py::arg("stride") = 1, py::arg("e4m3") = false,
+      py::call_guard<py::gil_scoped_release>());
 }
 
 }  // namespace python

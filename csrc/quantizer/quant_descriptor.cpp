@@ -8,6 +8,8 @@
 namespace torchqat {
 
 void QuantDescriptor::validate() const {
+  TORCH_CHECK_VALUE(!(is_e4m3() && is_unsigned_),
+                    "QuantDescriptor: num_bits=(4, 3) (FP8 E4M3) is a signed format: is_unsigned must be false");
   TORCH_CHECK_VALUE(num_bits_ >= 2 && num_bits_ <= 16, "QuantDescriptor: num_bits must be in [2, 16], got ",
                     num_bits_);
   TORCH_CHECK_VALUE(calib_method_ == "max" || calib_method_ == "histogram",
@@ -29,7 +31,10 @@ void QuantDescriptor::validate() const {
 
 std::string QuantDescriptor::str() const {
   std::ostringstream s;
-  s << "QuantDescriptor(" << num_bits_ << "bit" << (fake_quant_ ? " fake" : " real");
+  s << "QuantDescriptor(";
+  if (is_e4m3()) s << "e4m3";
+  else s << num_bits_ << "bit";
+  s << (fake_quant_ ? " fake" : " real");
   if (!axis_) {
     s << " per-tensor";
   } else {
@@ -45,7 +50,7 @@ std::string QuantDescriptor::str() const {
 }
 
 bool QuantDescriptor::operator==(const QuantDescriptor& o) const {
-  return num_bits_ == o.num_bits_ && axis_ == o.axis_ && amax_ == o.amax_ && learn_amax_ == o.learn_amax_ &&
+  return num_bits_ == o.num_bits_ && format_ == o.format_ && axis_ == o.axis_ && amax_ == o.amax_ && learn_amax_ == o.learn_amax_ &&
          scale_amax_ == o.scale_amax_ && calib_method_ == o.calib_method_ && is_unsigned_ == o.is_unsigned_ &&
          narrow_range_ == o.narrow_range_ && fake_quant_ == o.fake_quant_ && name_ == o.name_;
 }
@@ -53,6 +58,7 @@ bool QuantDescriptor::operator==(const QuantDescriptor& o) const {
 QuantDescriptor quant_desc_8bit_per_tensor() { return QuantDescriptor(); }
 QuantDescriptor quant_desc_unsigned_8bit_per_tensor() { return QuantDescriptor().is_unsigned(true); }
 QuantDescriptor quant_desc_8bit_weight_per_channel() { return QuantDescriptor().axis(std::vector<int64_t>{0}); }
+QuantDescriptor quant_desc_e4m3_per_tensor() { return QuantDescriptor().format(QuantFormat::kE4M3); }
 QuantDescriptor quant_desc_8bit_convtranspose_weight_per_channel() {
   return QuantDescriptor().axis(std::vector<int64_t>{1});
 }

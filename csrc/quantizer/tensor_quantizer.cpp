@@ -69,6 +69,7 @@ void TensorQuantizerImpl::load_calib_amax(const calib::AmaxOptions& opts, bool s
 }
 
 int64_t TensorQuantizerImpl::maxbound() const {
+  if (desc_.is_e4m3()) return 448;
   return (int64_t{1} << (desc_.num_bits() - 1 + (desc_.is_unsigned() ? 1 : 0))) - 1;
 }
 
@@ -111,6 +112,8 @@ at::Tensor TensorQuantizerImpl::forward(const at::Tensor& x) {
   if (!if_quant_) return x;
   const at::Tensor a = current_amax(x);
   const auto axis = a.numel() > 1 ? single_axis(desc_, x) : std::nullopt;
+  // FP8 E4M3 is always fake (the quantized values are floats), as pytorch-quantization's scaled_e4m3.
+  if (desc_.is_e4m3()) return fake_quant_e4m3(x, a, axis);
   if (desc_.fake_quant()) {
     return fake_quant(x, a, desc_.num_bits(), desc_.is_unsigned(), desc_.narrow_range(), axis);
   }

@@ -42,7 +42,7 @@ class TensorQuantizerImpl : public torch::nn::Cloneable<TensorQuantizerImpl> {
 
   const QuantDescriptor& desc() const { return desc_; }
   int64_t num_bits() const { return desc_.num_bits(); }
-  int64_t maxbound() const;
+  int64_t maxbound() const;  // 448 for FP8 E4M3
   at::Tensor step_size() const;
 
   void pretty_print(std::ostream& stream) const override;

@@ -11,6 +11,7 @@ from . import ops
 
 __all__ = [
     "QuantDescriptor", "ScaledQuantDescriptor", "tensor_quant", "fake_tensor_quant", "legacy_fake_tensor_quant",
+    "scaled_e4m3",
     "QUANT_DESC_8BIT_PER_TENSOR", "QUANT_DESC_UNSIGNED_8BIT_PER_TENSOR",
     "QUANT_DESC_8BIT_CONV1D_WEIGHT_PER_CHANNEL", "QUANT_DESC_8BIT_CONV2D_WEIGHT_PER_CHANNEL",
     "QUANT_DESC_8BIT_CONV3D_WEIGHT_PER_CHANNEL", "QUANT_DESC_8BIT_LINEAR_WEIGHT_PER_ROW",
@@ -21,6 +22,29 @@ __all__ = [
 _FIELDS = ("fake_quant", "axis", "amax", "learn_amax", "scale_amax", "calib_method", "unsigned", "narrow_range")
 
 
+# pytorch-quantization 2.2's num_bits for FP8 E4M3 (4 exponent, 3 mantissa bits; float8_e4m3fn).
+E4M3 = (4, 3)
+
+
+def _check_num_bits(num_bits):
+    """An int in [2, 16] or the tuple (4, 3); pytorch-quantization's exception types (TypeError, ValueError)."""
+    if isinstance(num_bits, (tuple, list)):  # a list: (4, 3) read back from YAML
+        if tuple(num_bits) != E4M3:
+            raise TypeError(f"num_bits must be an integer in [2, 16] or the tuple (4, 3) (FP8 E4M3), got {num_bits!r}; "
+                            "no other floating-point format is supported")
+        return E4M3
+    if isinstance(num_bits, bool) or not isinstance(num_bits, int):
+        raise TypeError(f"num_bits must be an integer in [2, 16] or the tuple (4, 3) (FP8 E4M3), got {num_bits!r}")
+    if not 2 <= num_bits <= 16:
+        raise ValueError(f"num_bits must be in [2, 16], got {num_bits}")
+    return num_bits
+
+
+def is_e4m3(num_bits):
+    """Whether num_bits names FP8 E4M3."""
+    return num_bits == E4M3
+
+
 class ScaledQuantDescriptor:
     """How a tensor is quantized: bits, axis (the dims that keep their own amax), amax, calibration.
 
@@ -29,10 +53,7 @@ class ScaledQuantDescriptor:
     """
 
     def __init__(self, num_bits=8, name=None, **kwargs):
-        if isinstance(num_bits, bool) or not isinstance(num_bits, int):
-            raise TypeError(f"num_bits must be an integer in [2, 16], got {num_bits!r}")
-        if not 2 <= num_bits <= 16:
-            raise ValueError(f"num_bits must be in [2, 16], got {num_bits}")
+        num_bits = _check_num_bits(num_bits)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string or None, got {type(name).__name__}")
         self._num_bits = num_bits
@@ -63,8 +84,10 @@ class ScaledQuantDescriptor:
         self._narrow_range = bool(kwargs.pop("narrow_range", False))
         if kwargs:
             raise TypeError(f"Unused keys: {list(kwargs.keys())}")
+        if num_bits == E4M3 and self._unsigned:
+            raise ValueError("num_bits=(4, 3) (FP8 E4M3) is a signed format: unsigned must be False")
 
-    num_bits = property(lambda self: self._num_bits, doc='Bits of the integer grid (2..16).')
+    num_bits = property(lambda self: self._num_bits, doc='Bits of the integer grid (2..16), or (4, 3): FP8 E4M3.')
     name = property(lambda self: self._name, doc='An optional label, shown in reprs.')
     fake_quant = property(lambda self: self._fake_quant, doc='Fake quantization (always True in torchqat).')
     axis = property(lambda self: self._axis, doc='The dims that keep their own amax (None: per tensor).')
@@ -158,6 +181,15 @@ def fake_tensor_quant(inputs, amax, num_bits=8, unsigned=False, narrow_range=Tru
 
 
 legacy_fake_tensor_quant = fake_tensor_quant
+
+
+def scaled_e4m3(inputs, amax=None, E=4, M=3):
+    """FP8 E4M3 fake quantization: e4m3(inputs / step) * step, step = amax / 448, saturating at +-amax
+    (pytorch-quantization 2.2's scaled_e4m3, computed as ONNX Q/DQ does; amax=None means scale 1,
+    i.e. amax 448)."""
+    if (E, M) != E4M3:
+        raise TypeError(f"scaled_e4m3 supports E=4, M=3 (FP8 E4M3) only, got E={E}, M={M}")
+    return ops.fake_quant_e4m3(inputs, _amax_tensor(inputs, 448.0 if amax is None else amax), None)
 
 
 def tensor_quant(inputs, amax, num_bits=8, unsigned=False, narrow_range=True):

@@ -298,6 +298,16 @@ const std::map<std::string, std::function<void()>>& cases() {
       {"E27", [] { QuantDescriptor().amax(std::vector<float>{-1.0f}).validate(); }},
       {"E28", [] { QuantDescriptor().amax(std::vector<float>{kNaN}).validate(); }},
       {"E29", [] { QuantDescriptor().calib_method("kl").validate(); }},
+      {"E211", [] { QuantDescriptor().format(torchqat::QuantFormat::kE4M3).is_unsigned(true).validate(); }},
+      {"E212", [] { torchqat::fake_quant_e4m3(X, scalar(-1)); }},
+      {"E213", [] { torchqat::fake_quant_e4m3(X.to(torch::kInt), scalar(1)); }},
+      {"E214", [] {
+         torchqat::calib::HistogramCalibrator cal(8, std::nullopt, false, 2048, false, torchqat::QuantFormat::kE4M3);
+         cal.collect(X);
+         torchqat::calib::AmaxOptions o;
+         o.method = "entropy";
+         cal.compute_amax(o);
+       }},
       {"E30", [] { QuantDescriptor().scale_amax(0.0).validate(); }},
       {"E33", [] { QuantDescriptor().axis(std::vector<int64_t>{}).validate(); }},
       {"E34", [] { TensorQuantizer()->set_amax(scalar(-1)); }},

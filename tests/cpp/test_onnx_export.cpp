@@ -381,3 +381,26 @@ TEST_CASE("export_model fails clearly when the file cannot be written", "[onnx]"
   REQUIRE_THROWS_WITH(tqo::export_model(net, {torch::randn({1, 2})}, "/nonexistent-dir/model.onnx"),
                       Catch::Contains("/nonexistent-dir/model.onnx"));
 }
+
+TEST_CASE("export_model: FP8 E4M3 quantizers give FLOAT8E4M3FN Q/DQ at opset 19", "[onnx][fp8]") {
+  torch::nn::Sequential model(
+      torchqat::TensorQuantizer(torchqat::quant_desc_e4m3_per_tensor().amax(std::vector<float>{2.0f})),
+      torch::nn::Linear(4, 3));
+  const Model m = export_and_read(model, {torch::randn({2, 4})});
+  REQUIRE(m.opset_version == tqo::kFp8OpsetVersion);
+  REQUIRE(m.ir_version == tqo::kFp8IrVersion);
+  REQUIRE(count(m, "QuantizeLinear") == 1);
+  const auto* q = nodes_of(m, "QuantizeLinear").at(0);
+  const auto& scale = initializer(m, q->inputs.at(1));
+  const auto& zp = initializer(m, q->inputs.at(2));
+  REQUIRE(zp.dtype == DataType::kFloat8E4M3FN);
+  REQUIRE(zp.raw_data == std::string(1, '\0'));
+  float s = 0.0f;
+  std::memcpy(&s, scale.raw_data.data(), sizeof(float));
+  REQUIRE(s == 2.0f / 448.0f);
+
+  // Without FP8 quantizers the model stays at opset 13.
+  torch::nn::Sequential int8(torchqat::TensorQuantizer(torchqat::QuantDescriptor().amax(std::vector<float>{2.0f})),
+                             torch::nn::Linear(4, 3));
+  REQUIRE(export_and_read(int8, {torch::randn({2, 4})}).opset_version == 13);
+}

@@ -53,6 +53,20 @@ def _collected(cal, x=X):
     return cal
 
 
+def _fp8_linear():
+    """A calibrated QuantLinear with FP8 E4M3 quantizers."""
+    fp8 = QuantDescriptor(num_bits=(4, 3))
+    m = qnn.QuantLinear(2, 2, quant_desc_input=fp8, quant_desc_weight=fp8).eval()
+    m._input_quantizer.amax = 1.0
+    m._weight_quantizer.amax = 1.0
+    return nn.Sequential(m)
+
+
+def _export_enabled(model, opset):
+    with torchqat.enable_onnx_export():
+        torch.onnx.export(model, (torch.ones(1, 2),), io.BytesIO(), opset_version=opset, dynamo=False)
+
+
 def _quantizer_with(**desc):
     return qnn.TensorQuantizer(QuantDescriptor(**desc))
 
@@ -254,6 +268,15 @@ CASES = {
     "E154": lambda t: torchqat.optim.helper.group_parameters(_linear_model(), ["weight"]),
     "E155": lambda t: torchqat.optim.helper.group_parameters(_linear_model(), [["weight"], ["bias"]], lrs=[0.1]),
     "E156": lambda t: torchqat.cuda_ext.fake_tensor_quant(torch.zeros(2), 1.0),
+    "E210": lambda t: QuantDescriptor(num_bits=(5, 2)),
+    "E211": lambda t: QuantDescriptor(num_bits=(4, 3), unsigned=True),
+    "E212": lambda t: op.fake_quant_e4m3(X, torch.tensor(-1.0), None),
+    "E213": lambda t: op.fake_quant_e4m3(X.int(), torch.tensor(1.0), None),
+    "E214": lambda t: _collected(calib.HistogramCalibrator(num_bits=(4, 3))).compute_amax("entropy"),
+    "E215": lambda t: torchqat.tensor_quant.scaled_e4m3(X, 1.0, E=5, M=2),
+    "E216": lambda t: torchqat.onnx.export(_fp8_linear(), (torch.ones(1, 2),), io.BytesIO(), opset_version=13),
+    "E217": lambda t: torchqat.onnx.export(_fp8_linear(), (torch.ones(1, 2),), io.BytesIO()),
+    "E218": lambda t: _export_enabled(_fp8_linear(), 17),
     "E157": lambda t: torch.onnx.export(nn.Sequential(qnn.QuantLinear(2, 2)).eval(), (torch.ones(1, 2),),
                                         io.BytesIO(), opset_version=13, dynamo=False),
     "E170": lambda t: torchqat.onnx.export(nn.Sequential(qnn.QuantLinear(2, 2)).eval(), (torch.ones(1, 2),),

@@ -12,7 +12,7 @@
 namespace torchqat::onnx::detail {
 
 // The onnx.TensorProto.DataType values the exporter writes.
-enum class DataType : int32_t { kFloat = 1, kUInt8 = 2, kInt8 = 3, kInt64 = 7 };
+enum class DataType : int32_t { kFloat = 1, kUInt8 = 2, kInt8 = 3, kInt64 = 7, kFloat8E4M3FN = 17 };
 
 struct OnnxTensor {
   std::string name;

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "torchqat/quant_descriptor.h"
+
 namespace torchqat {
 namespace calib {
 
@@ -27,8 +29,10 @@ double amax_percentile(const std::vector<int64_t>& counts, double width, double 
 // narrow range, the fake_quant kernels' arithmetic) with amax = centre i and sum count * (q - centre)^2 (in
 // float64: counts are exact); amax = the centre of the FIRST minimum. Bin centres beyond
 // float32's range are an error.
+// format kE4M3: the centres are FP8 E4M3 fake-quantized (fake_quant_e4m3's arithmetic; num_bits and
+// is_unsigned are then not used), as pytorch-quantization 2.2's mse search does for num_bits=(4, 3).
 double amax_mse(const std::vector<int64_t>& counts, double width, int64_t num_bits, bool is_unsigned,
-                int64_t start_bin = 128, int64_t stride = 1);
+                int64_t start_bin = 128, int64_t stride = 1, QuantFormat format = QuantFormat::kInt);
 
 }  // namespace calib
 }  // namespace torchqat

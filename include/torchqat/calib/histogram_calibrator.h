@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "torchqat/calib/calibrator.h"
+#include "torchqat/quant_descriptor.h"
 
 namespace torchqat {
 namespace calib {
@@ -20,8 +21,11 @@ class HistogramCalibrator : public Calibrator {
  public:
   // axis must be empty/nullopt: the histogram is per tensor (per-channel calibration: use
   // MaxCalibrator). num_bins >= 2^(num_bits-1+unsigned), the levels the entropy search merges into.
+  // format kE4M3 (FP8): num_bits is not used, mse searches with FP8 E4M3 fake quantization and
+  // entropy (defined by merging bins into integer levels) is refused.
   HistogramCalibrator(int64_t num_bits = 8, std::optional<std::vector<int64_t>> axis = std::nullopt,
-                      bool is_unsigned = false, int64_t num_bins = 2048, bool skip_zeros = false);
+                      bool is_unsigned = false, int64_t num_bins = 2048, bool skip_zeros = false,
+                      QuantFormat format = QuantFormat::kInt);
 
   void collect(const at::Tensor& x) override;
   void reset() override;
@@ -48,6 +52,7 @@ class HistogramCalibrator : public Calibrator {
   int64_t pending_zeros() const { return pending_zeros_; }
 
   int64_t num_bits() const { return num_bits_; }
+  QuantFormat format() const { return format_; }
   bool is_unsigned() const { return unsigned_; }
   int64_t num_bins() const { return num_bins_; }
   bool skip_zeros() const { return skip_zeros_; }
@@ -56,6 +61,7 @@ class HistogramCalibrator : public Calibrator {
   void coarsen();  // merges bin pairs: width x2, bins / 2 (rounded up)
 
   int64_t num_bits_;
+  QuantFormat format_;
   bool unsigned_;
   int64_t num_bins_;
   bool skip_zeros_;

@@ -13,6 +13,8 @@
 #include <tuple>
 #include <vector>
 
+#include "torchqat/quant_descriptor.h"
+
 namespace torchqat {
 namespace calib {
 
@@ -25,8 +27,10 @@ std::tuple<at::Tensor, at::Tensor> numpy_histogram_collect(const at::Tensor& x, 
 
 // amax_mse over explicit float32 bin edges (counts.size() + 1 of them): the centres are
 // (edges[1:] + edges[:-1]) / 2 in float32 and the amax is the centre of the first minimum.
+// format kE4M3: the search quantizes to FP8 E4M3, as amax_mse.
 double amax_mse_edges(const std::vector<int64_t>& counts, const std::vector<float>& edges, int64_t num_bits,
-                      bool is_unsigned, int64_t start_bin = 128, int64_t stride = 1);
+                      bool is_unsigned, int64_t start_bin = 128, int64_t stride = 1,
+                      QuantFormat format = QuantFormat::kInt);
 
 }  // namespace calib
 }  // namespace torchqat

@@ -18,6 +18,8 @@
 //   - amax == 0 (or amax / bound below the smallest normal float) exports the scale
 //     kZeroAmaxScale: TensorRT needs a positive scale and the channel still dequantizes to ~0.
 //     Same value as torchqat.onnx.ZERO_AMAX_SCALE in Python.
+//   - FP8 E4M3 quantizers (QuantFormat::kE4M3) become the same pair with a FLOAT8E4M3FN zero
+//     point and scale amax / 448; a model with one is written at opset 19 (IR version 9).
 //   - batch norm exports as BatchNormalization (TensorRT fuses it into the convolution).
 //
 // Modules it takes: containers (Sequential, ModuleList, ModuleDict, and user modules made of
@@ -50,6 +52,9 @@ namespace torchqat::onnx {
 inline constexpr float kZeroAmaxScale = 5.9604644775390625e-08f;
 inline constexpr int64_t kOpsetVersion = 13;
 inline constexpr int64_t kIrVersion = 7;
+// A model with FP8 E4M3 quantizers: QuantizeLinear to FLOAT8E4M3FN needs opset 19 (IR version 9).
+inline constexpr int64_t kFp8OpsetVersion = 19;
+inline constexpr int64_t kFp8IrVersion = 9;
 
 struct ExportOptions {
   // Names of the graph inputs / outputs, in order; missing ones default to "input" / "output"

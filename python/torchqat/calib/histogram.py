@@ -6,6 +6,7 @@ import torch
 import torch.distributed as dist
 
 from .. import _C
+from ..tensor_quant import is_e4m3
 from . import _distributed
 
 __all__ = ["HistogramCalibrator"]
@@ -49,7 +50,10 @@ class HistogramCalibrator:
     def _make_impl(self):
         axis = self._axis
         axis_list = None if axis is None else (list(axis) if isinstance(axis, (tuple, list)) else [axis])
-        return _C.HistogramCalibrator(self._num_bits, axis_list, self._unsigned, self._num_bins, self._skip_zeros)
+        # FP8 E4M3 (num_bits=(4, 3)): the C++ calibrator's format; its mse search quantizes to E4M3.
+        e4m3 = is_e4m3(self._num_bits)
+        return _C.HistogramCalibrator(8 if e4m3 else self._num_bits, axis_list, self._unsigned, self._num_bins,
+                                      self._skip_zeros, e4m3)
 
     # Picklable, so torch.save(model) and copy.deepcopy(model) work mid-calibration: the
     # Python attributes plus the C++ counts, bin width and not-yet-binned zeros.
@@ -139,9 +143,14 @@ class HistogramCalibrator:
         the amax is the edge there ('mse': the float32 centre, from the edges in C++)."""
         counts = self._np_state[0].tolist()
         edges = self._np_state[1]
+        e4m3 = is_e4m3(self._num_bits)
         if method == "mse":
-            amax = _C.amax_mse_edges(counts, edges.tolist(), self._num_bits, self._unsigned, start_bin, stride)
+            amax = _C.amax_mse_edges(counts, edges.tolist(), 8 if e4m3 else self._num_bits, self._unsigned, start_bin,
+                                     stride, e4m3)
             return torch.tensor(amax, dtype=torch.float32)
+        if method == "entropy" and e4m3:  # the C++ calibrator's refusal (E214), for the numpy path
+            raise ValueError("HistogramCalibrator: the entropy method merges bins into integer levels and is not "
+                             "defined for FP8 E4M3 (num_bits=(4, 3)); use 'mse' or 'percentile'")
         if method == "entropy":
             i = _C.amax_entropy(counts, 1.0, self._num_bits, self._unsigned, start_bin, stride)
         else:

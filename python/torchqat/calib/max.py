@@ -3,6 +3,7 @@ import torch
 import torch.distributed as dist
 
 from .. import _C
+from ..tensor_quant import is_e4m3
 from . import _distributed
 
 __all__ = ["MaxCalibrator"]
@@ -12,6 +13,11 @@ def _axis_list(axis):
     if axis is None:
         return []
     return list(axis) if isinstance(axis, (tuple, list)) else [axis]
+
+
+def _impl_bits(num_bits):
+    """The abs-max does not depend on the format: FP8 E4M3 (num_bits=(4, 3)) collects as 8 bits do."""
+    return 8 if is_e4m3(num_bits) else num_bits
 
 
 class MaxCalibrator:
@@ -27,7 +33,7 @@ class MaxCalibrator:
         self._axis = axis
         self._unsigned = unsigned
         self._track_amax = track_amax
-        self._impl = _C.MaxCalibrator(num_bits, _axis_list(axis), unsigned, track_amax)
+        self._impl = _C.MaxCalibrator(_impl_bits(num_bits), _axis_list(axis), unsigned, track_amax)
 
     # Picklable, so torch.save(model) and copy.deepcopy(model) work mid-calibration (the
     # per-batch history of track_amax is not carried over).
@@ -40,7 +46,8 @@ class MaxCalibrator:
         state = dict(state)
         amax = state.pop("_calib_amax_state")
         self.__dict__.update(state)
-        self._impl = _C.MaxCalibrator(self._num_bits, _axis_list(self._axis), self._unsigned, self._track_amax)
+        self._impl = _C.MaxCalibrator(_impl_bits(self._num_bits), _axis_list(self._axis), self._unsigned,
+                                      self._track_amax)
         if amax is not None:
             self._impl.set_calib_amax(amax)
 

@@ -2,8 +2,9 @@
 import torch
 
 from ..nn.modules.tensor_quantizer import TensorQuantizer
+from ..tensor_quant import is_e4m3
 
-__all__ = ["check_quantizers", "exported_quantizers"]
+__all__ = ["check_quantizers", "exported_quantizers", "fp8_quantizers"]
 
 
 def exported_quantizers(model):
@@ -24,6 +25,11 @@ def exported_quantizers(model):
     return out
 
 
+def fp8_quantizers(model):
+    """The module paths of the exported FP8 E4M3 (num_bits=(4, 3)) quantizers."""
+    return [path for path, q in exported_quantizers(model) if is_e4m3(q.num_bits)]
+
+
 def check_quantizers(model):
     """Raises ValueError/RuntimeError for the first quantizer that cannot become a TensorRT Q/DQ pair:
     num_bits != 8, amax NaN/Inf/negative, real (non-fake) quantization,
@@ -33,7 +39,7 @@ def check_quantizers(model):
         if not q._fake_quant:
             raise ValueError(f"{path} uses real quantization (fake_quant=False); only fake-quant quantizers export "
                              "to Q/DQ")
-        if q.num_bits != 8:
+        if q.num_bits != 8 and not is_e4m3(q.num_bits):
             raise ValueError(f"{path} has num_bits={q.num_bits}: opset 13 Q/DQ is int8/uint8 only; disable it or "
                              "use 8 bits for export")
         # A learned range (learn_amax) quantizes with max(-clip_value_min, clip_value_max).

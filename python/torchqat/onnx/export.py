@@ -23,7 +23,25 @@ def _to_float(args):
     return _pytree.tree_map(lambda t: t.float() if torch.is_tensor(t) and t.dtype in _LOW_PRECISION else t, args)
 
 
-def export(model, args, f, opset_version=13, input_names=None, output_names=None, dynamic_axes=None,
+def _opset_for(model, opset_version):
+    """opset_version, or the default: 13, or FP8_OPSET (19) with a warning when FP8 quantizers need it."""
+    fp8 = checks.fp8_quantizers(model)
+    if not fp8:
+        return symbolic.MIN_OPSET if opset_version is None else opset_version
+    first = f"{fp8[0]}" + (f" and {len(fp8) - 1} more" if len(fp8) > 1 else "")
+    if opset_version is None:
+        warnings.warn(f"torchqat.onnx.export: FP8 E4M3 quantizers ({first}) need QuantizeLinear to FLOAT8E4M3FN, "
+                      f"so the model is exported at opset {symbolic.FP8_OPSET} instead of {symbolic.MIN_OPSET}",
+                      UserWarning, stacklevel=3)
+        return symbolic.FP8_OPSET
+    if opset_version < symbolic.FP8_OPSET:
+        raise ValueError(f"torchqat.onnx.export: {first} is FP8 E4M3 (num_bits=(4, 3)), which QuantizeLinear supports "
+                         f"from opset {symbolic.FP8_OPSET}; got opset_version={opset_version}. Pass "
+                         f"opset_version={symbolic.FP8_OPSET} or leave it unset")
+    return opset_version
+
+
+def export(model, args, f, opset_version=None, input_names=None, output_names=None, dynamic_axes=None,
            *, clean=True, dynamo=False, **kwargs):
     """Exports a quantized model as QDQ ONNX for TensorRT; returns the onnx.ModelProto (None without onnx).
 
@@ -37,20 +55,25 @@ def export(model, args, f, opset_version=13, input_names=None, output_names=None
     disabled quantizers emit nothing.
 
     Before exporting it checks every enabled quantizer (errors name its module path): calibrated
-    (has an amax), num_bits == 8, amax finite and >= 0; opset_version must be >= 13.
+    (has an amax), num_bits == 8 or (4, 3), amax finite and >= 0; opset_version must be >= 13.
+    FP8 E4M3 quantizers (num_bits=(4, 3)) export as QuantizeLinear/DequantizeLinear with a
+    FLOAT8E4M3FN zero point and scale amax / 448, which needs opset 19: opset_version=None (the
+    default: 13 otherwise) becomes 19 for such a model, with a warning; an explicit one below 19 is
+    an error.
     The model is exported in eval mode (training flags restored afterwards); an fp16/bf16 model
     is exported from a float32 copy (the model itself is not changed), and its fp16/bf16 example
     inputs are cast to float32. clean=True (needs the onnx package) makes Q/DQ scales read initializers
     directly (no Identity), shares equal scale initializers and merges duplicate Q/DQ pairs (a shared
     quantizer reading one tensor twice).
     """
-    if opset_version is None or isinstance(opset_version, bool) or not isinstance(opset_version, int) \
-            or opset_version < symbolic.MIN_OPSET:
+    if opset_version is not None and (isinstance(opset_version, bool) or not isinstance(opset_version, int)
+                                      or opset_version < symbolic.MIN_OPSET):
         raise ValueError(f"torchqat.onnx.export: opset_version must be an int >= {symbolic.MIN_OPSET} "
                          f"(per-channel Q/DQ needs opset 13), got {opset_version!r}")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"torchqat.onnx.export: model must be an nn.Module, got {type(model).__name__}")
     checks.check_quantizers(model)
+    opset_version = _opset_for(model, opset_version)
     if dynamo:
         # torch.export keeps a dynamic quantizer's abs_max in the graph (no trace constant as in TorchScript).
         dynamic = [path for path, q in checks.exported_quantizers(model) if q.amax is None]

@@ -1,12 +1,13 @@
 """lint_tensorrt: TensorRT's explicit-quantization rules, checked on a QDQ ONNX graph (structure only).
 
 Rules (each violation carries its rule name):
-- opset:            the default-domain opset is >= 13 (per-channel Q/DQ).
+- opset:            the default-domain opset is >= 13 (per-channel Q/DQ), >= 19 with FP8 (FLOAT8E4M3FN) Q/DQ.
 - constant-scale:   every Q/DQ scale and zero point is an initializer or a Constant.
 - identity-scale:   ... and read directly, not through Identity nodes (plain torch.onnx.export writes
                     Identity nodes for equal initializers; torchqat.onnx.export / clean() removes them).
 - scale-value:      scales are fp32, finite and > 0.
-- zero-point:       zero points are int8 (or uint8 with allow_uint8) and shaped like the scale.
+- zero-point:       zero points are int8 (or uint8 with allow_uint8) or float8_e4m3fn (FP8 E4M3), and
+                    shaped like the scale.
 - symmetric:        zero points are all 0 ("TRT only supports symmetric quantization").
 - qdq-pair:         a QuantizeLinear feeds only DequantizeLinear nodes with the same scale, zero point
                     and axis; a DequantizeLinear reads a QuantizeLinear or a constant (int8 weights).
@@ -34,6 +35,9 @@ __all__ = ["lint_tensorrt", "Violation", "RULES"]
 RULES = ("opset", "constant-scale", "identity-scale", "scale-value", "zero-point", "symmetric", "qdq-pair",
          "per-tensor-activation", "weight-axis", "quantized-inputs", "concat-scale", "maxpool-scale",
          "residual-add")
+
+# Zero-point dtypes beyond int8/uint8 TensorRT takes, and the opset whose Q/DQ first has them.
+_EXTRA_ZP_OPSET = {"float8_e4m3fn": 19}
 
 _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _SHAPE_ONLY = ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
@@ -135,7 +139,7 @@ def lint_tensorrt(model, allow_float_layers=True, allow_uint8=True):
     scale_of = {}  # Q/DQ node output -> (scale array or None)
     for n in g.nodes:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            scale_of[n.output[0]] = _check_qdq(g, n, add, allow_uint8)
+            scale_of[n.output[0]] = _check_qdq(g, n, add, allow_uint8, opset)
     for n in g.nodes:
         if n.op_type in _WEIGHTED:
             _check_weighted(g, n, add, allow_float_layers)
@@ -226,7 +230,7 @@ def _expected_axis(node, index, rank):
     return None
 
 
-def _check_qdq(g, n, add, allow_uint8):
+def _check_qdq(g, n, add, allow_uint8, opset=None):
     what = "QuantizeLinear" if n.op_type == "QuantizeLinear" else "DequantizeLinear"
     scale_name = n.input[1] if len(n.input) > 1 else ""
     scale = g.value(scale_name)
@@ -249,11 +253,16 @@ def _check_qdq(g, n, add, allow_uint8):
     if zp is None:
         add("constant-scale", n, f"{what} zero point {zp_name!r} is not an initializer or Constant")
     else:
-        allowed = (np.int8, np.uint8) if allow_uint8 else (np.int8,)
-        if zp.dtype.type not in allowed:
+        allowed = ("int8", "uint8") if allow_uint8 else ("int8",)
+        allowed += tuple(_EXTRA_ZP_OPSET)
+        zp_type = np.dtype(zp.dtype).name
+        if zp_type not in allowed:
             add("zero-point", n, f"zero point dtype {zp.dtype}"
                 + (" (no zero point input means uint8)" if not zp_name else "")
-                + f"; TensorRT wants {' or '.join(np.dtype(t).name for t in allowed)}")
+                + f"; TensorRT wants {' or '.join(allowed)}")
+        need = _EXTRA_ZP_OPSET.get(zp_type)
+        if need is not None and opset is not None and opset < need:
+            add("opset", n, f"{what} with a {zp_type} zero point needs opset >= {need}, the model has {opset}")
         if np.any(zp != 0):
             add("symmetric", n, f"zero point is not all 0 ({zp.flatten()[:8].tolist()}): TensorRT only supports "
                 "symmetric quantization")

@@ -13,6 +13,10 @@
   [-128, 127]; only values below -amax differ, see DESIGN.md);
 - fp16/bf16 inputs are cast to fp32 around the pair (opset 13 Q/DQ is fp32 only).
 
+`torchqat::fake_quant_e4m3` (FP8 E4M3, num_bits=(4, 3)) becomes the same pair with a
+FLOAT8E4M3FN zero point and scale = amax / 448 (opset >= 19, FP8_OPSET): exactly the op's own
+arithmetic (ONNX QuantizeLinear saturates to +-448 and rounds to nearest even).
+
 `torchqat::abs_max` is not in an exported quantizer's graph: a dynamic quantizer's amax is traced
 as a constant (nn/modules/_dynamic.py). Called directly in a model's forward it has no ONNX form
 (TensorRT needs constant scales), and its symbolic raises.
@@ -24,9 +28,12 @@ try:  # torch >= 2.9 keeps the TorchScript exporter here
 except ImportError:  # pragma: no cover - older torch
     from torch.onnx import symbolic_helper as _sh
 
-__all__ = ["register", "fake_quant_symbolic", "ZERO_AMAX_SCALE", "MIN_OPSET"]
+__all__ = ["register", "fake_quant_symbolic", "fake_quant_e4m3_symbolic", "ZERO_AMAX_SCALE", "MIN_OPSET",
+           "FP8_OPSET"]
 
 MIN_OPSET = 13
+# QuantizeLinear / DequantizeLinear take FLOAT8E4M3FN from opset 19.
+FP8_OPSET = 19
 # The scale written for a zero amax: positive, a normal fp32 number whose reciprocal (2^24) is
 # finite, exactly representable in fp16 and bf16, and small enough that the channel stays ~0.
 ZERO_AMAX_SCALE = 2.0 ** -24
@@ -107,15 +114,27 @@ def fake_quant_symbolic(g, x, amax, num_bits, unsigned, narrow_range, axis):
                          "int8/uint8 only")
     axis = None if _sh._is_none(axis) else _sh._get_const(axis, "i", "axis")
     ch_axis, channels = _channel_axis(g, x, amax, axis)
-    bound = 255.0 if unsigned else 127.0
+    return _qdq(g, x, amax, 255.0 if unsigned else 127.0, torch.uint8 if unsigned else torch.int8, ch_axis, channels)
 
+
+def fake_quant_e4m3_symbolic(g, x, amax, axis):
+    """torchqat::fake_quant_e4m3(x, amax, axis) -> QuantizeLinear + DequantizeLinear to FLOAT8E4M3FN (opset >= 19)."""
+    if g.opset < FP8_OPSET:
+        raise ValueError(f"torchqat ONNX export: {_where(g)} is FP8 E4M3 (num_bits=(4, 3)), which QuantizeLinear "
+                         f"supports from opset {FP8_OPSET}; got opset_version={g.opset}")
+    axis = None if _sh._is_none(axis) else _sh._get_const(axis, "i", "axis")
+    ch_axis, channels = _channel_axis(g, x, amax, axis)
+    return _qdq(g, x, amax, 448.0, torch.float8_e4m3fn, ch_axis, channels)
+
+
+def _qdq(g, x, amax, bound, zp_dtype, ch_axis, channels):
+    """QuantizeLinear -> DequantizeLinear with scale = amax / bound and a zero point of zp_dtype."""
     # scale = amax / bound (fp32), a zero scale replaced; all of it folds into one initializer.
     if amax.type().scalarType() != "Float":
         amax = g.op("Cast", amax, to_i=_FLOAT)
     scale = g.op("Div", amax, _const(g, torch.tensor(bound, dtype=torch.float32)))
     too_small = g.op("Less", scale, _const(g, torch.tensor(_MIN_NORMAL_FP32, dtype=torch.float32)))
     scale = g.op("Where", too_small, _const(g, torch.tensor(ZERO_AMAX_SCALE, dtype=torch.float32)), scale)
-    zp_dtype = torch.uint8 if unsigned else torch.int8
     if ch_axis is None:
         scale = g.op("Reshape", scale, _const(g, torch.tensor([], dtype=torch.int64)))
         zero_point = _const(g, torch.tensor(0, dtype=zp_dtype))
@@ -158,6 +177,7 @@ def register():
         return
     # Registered from opset 1 so that an opset < 13 export reaches our clear error, not "unsupported op".
     torch.onnx.register_custom_op_symbolic("torchqat::fake_quant", fake_quant_symbolic, 1)
+    torch.onnx.register_custom_op_symbolic("torchqat::fake_quant_e4m3", fake_quant_e4m3_symbolic, 1)
     torch.onnx.register_custom_op_symbolic("torchqat::abs_max", abs_max_symbolic, 1)
     torch.onnx.register_custom_op_symbolic("torchqat::clip", clip_symbolic, 1)
     _registered = True

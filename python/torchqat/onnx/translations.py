@@ -10,6 +10,8 @@ zero point 0 (int8, uint8 when unsigned), fp32 scale = amax / bound with a zero 
 by ZERO_AMAX_SCALE, per-channel `axis`, Casts around the pair for fp16/bf16 inputs. The scale is
 built from the amax initializer with Div/Less/Where/Reshape, which the exporter's optimizer folds
 into one initializer. The exporter works at opset 18 (onnx cannot convert such graphs down to 13).
+`torchqat::fake_quant_e4m3` (FP8) emits the pair with a FLOAT8E4M3FN zero point and scale
+amax / 448 as opset-19 nodes; export it with opset_version >= 19.
 """
 import numpy as np
 import torch
@@ -22,8 +24,10 @@ try:
     import onnx_ir as ir
     from onnxscript.function_libs.torch_lib.registration import torch_op
     from onnxscript.onnx_opset import opset18 as op
+    from onnxscript.onnx_opset import opset19 as op19
+    import ml_dtypes
 except ImportError:  # pragma: no cover - onnxscript is a requirement; without it only dynamo export is lost
-    ir = torch_op = op = None
+    ir = torch_op = op = op19 = ml_dtypes = None
 
 _CAST_BACK = (ir.DataType.FLOAT16, ir.DataType.BFLOAT16) if ir is not None else ()
 
@@ -42,14 +46,24 @@ def fake_quant(x, amax, num_bits=8, unsigned=False, narrow_range=False, axis=Non
     sizes = None if amax.shape is None else [d if isinstance(d, int) else None for d in amax.shape]
     rank = None if x.shape is None else len(x.shape)
     ch_axis, channels = channel_axis(sizes, rank, axis, where)
-    bound = 255.0 if unsigned else 127.0
+    return _qdq(x, amax, 255.0 if unsigned else 127.0, np.uint8 if unsigned else np.int8, ch_axis, channels, op)
 
+
+def fake_quant_e4m3(x, amax, axis=None):
+    """torchqat::fake_quant_e4m3 -> QuantizeLinear + DequantizeLinear to FLOAT8E4M3FN (opset 19 nodes)."""
+    sizes = None if amax.shape is None else [d if isinstance(d, int) else None for d in amax.shape]
+    rank = None if x.shape is None else len(x.shape)
+    ch_axis, channels = channel_axis(sizes, rank, axis, "a torchqat FP8 quantizer")
+    return _qdq(x, amax, 448.0, ml_dtypes.float8_e4m3fn, ch_axis, channels, op19)
+
+
+def _qdq(x, amax, bound, zp_dtype, ch_axis, channels, qdq_op):
+    """QuantizeLinear -> DequantizeLinear (from the opset qdq_op) with scale = amax / bound."""
     if amax.dtype != ir.DataType.FLOAT:
         amax = op.Cast(amax, to=ir.DataType.FLOAT)
     scale = op.Div(amax, _const(np.float32(bound)))
     too_small = op.Less(scale, _const(np.float32(_MIN_NORMAL_FP32)))
     scale = op.Where(too_small, _const(np.float32(ZERO_AMAX_SCALE)), scale)
-    zp_dtype = np.uint8 if unsigned else np.int8
     if ch_axis is None:
         scale = op.Reshape(scale, _const(np.array([], dtype=np.int64)))
         zero_point = _const(np.zeros((), dtype=zp_dtype))
@@ -62,7 +76,7 @@ def fake_quant(x, amax, num_bits=8, unsigned=False, narrow_range=False, axis=Non
     x_dtype = x.dtype
     if x_dtype in _CAST_BACK:
         x = op.Cast(x, to=ir.DataType.FLOAT)
-    y = op.DequantizeLinear(op.QuantizeLinear(x, scale, zero_point, **attrs), scale, zero_point, **attrs)
+    y = qdq_op.DequantizeLinear(qdq_op.QuantizeLinear(x, scale, zero_point, **attrs), scale, zero_point, **attrs)
     if x_dtype in _CAST_BACK:
         y = op.Cast(y, to=x_dtype)
     return y
@@ -96,6 +110,7 @@ def abs_max(x, keep_dims=()):
 TRANSLATIONS = {}
 if torch_op is not None:
     TRANSLATIONS = {torch.ops.torchqat.fake_quant.default: fake_quant,
+                    torch.ops.torchqat.fake_quant_e4m3.default: fake_quant_e4m3,
                     torch.ops.torchqat.abs_max.default: abs_max}
 
 

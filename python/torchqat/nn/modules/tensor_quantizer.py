@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ... import ops
-from ...tensor_quant import QuantDescriptor
+from ...tensor_quant import QuantDescriptor, _check_num_bits, is_e4m3
 from ._dynamic import dynamic_amax
 from .clip import Clip
 
@@ -82,19 +82,24 @@ class TensorQuantizer(nn.Module):
     # ----- properties --------------------------------------------------------------------------
     @property
     def num_bits(self):
-        """Bits of the integer grid."""
+        """Bits of the integer grid, or (4, 3) for FP8 E4M3."""
         return self._num_bits
 
     @num_bits.setter
     def num_bits(self, value):
-        if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16:
+        if isinstance(value, (tuple, list)):
+            value = _check_num_bits(value)  # (4, 3), else TypeError
+        elif isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16:
             raise ValueError(f"num_bits must be an integer in [2, 16], got {value!r}")
+        if is_e4m3(value) and self._unsigned:
+            raise ValueError("num_bits=(4, 3) (FP8 E4M3) is a signed format: this quantizer is unsigned")
         self._num_bits = value
+        self._calibrator_obj = None  # a calibrator made for the old format would search the wrong grid
 
     @property
     def maxbound(self):
         """The largest grid value: 2^(b-1+unsigned) - 1 (448 for FP8 E4M3)."""
-        if isinstance(self._num_bits, tuple):  # FP8 E4M3
+        if is_e4m3(self._num_bits):
             return 448.0
         return (1 << (self._num_bits - 1 + int(self._unsigned))) - 1
 
@@ -287,6 +292,8 @@ class TensorQuantizer(nn.Module):
         else:
             amax = self._get_amax(inputs)
         axis = self._op_axis(inputs, amax)
+        if is_e4m3(self._num_bits):  # always fake: FP8 values are floats (pytorch-quantization's scaled_e4m3)
+            return ops.fake_quant_e4m3(inputs, amax, axis)
         if self._fake_quant:
             return ops.fake_quant(inputs, amax, self._num_bits, self._unsigned, self._narrow_range, axis)
         q, step = ops.quantize(inputs, amax, self._num_bits, self._unsigned, self._narrow_range, axis)
