@@ -106,6 +106,15 @@ def _hist(x, num_bins=256):
     return cal
 
 
+def _mse_ref(counts, centers, start):
+    """The centre with the first least sum count * (fake_quant_e4m3(centres; amax = centre) - centres)^2."""
+    errs = []
+    for i in range(start, counts.numel()):
+        q = ops.fake_quant_e4m3(centers, centers[i])
+        errs.append(float((((q.double() - centers.double()) ** 2) * counts).sum()))
+    return centers[start + min(range(len(errs)), key=lambda i: errs[i])].item()
+
+
 def test_histogram_mse_searches_with_fp8_quantization():
     """The first argmin of sum count * (e4m3_fake_quant(centre) - centre)^2 over candidate centres,
     written out with the op on the centres and compared with the calibrator's answer."""
@@ -116,12 +125,7 @@ def test_histogram_mse_searches_with_fp8_quantization():
     counts = cal._impl.histogram().double()
     width = cal._impl.bin_width()
     centers = ((torch.arange(counts.numel(), dtype=torch.float64) + 0.5) * width).float()
-    errs = []
-    for i in range(16, counts.numel()):
-        q = ops.fake_quant_e4m3(centers, centers[i])
-        errs.append(float((((q.double() - centers.double()) ** 2) * counts).sum()))
-    best = 16 + min(range(len(errs)), key=lambda i: errs[i])
-    assert got.item() == centers[best].item()
+    assert got.item() == _mse_ref(counts, centers, 16)
     # And the integer search on the same histogram picks another amax (the format is used).
     int_cal = calib.HistogramCalibrator(num_bits=8, num_bins=256)
     int_cal.collect(x)
@@ -153,3 +157,14 @@ def test_cuda_ext_fake_e4m3fy_is_the_bare_cast():
     got = cuda_ext.fake_e4m3fy(x)
     assert torch.equal(got, x.clamp(-448, 448).to(torch.float8_e4m3fn).float())
     assert torch.equal(cuda_ext.fake_e4m3fy(torch.tensor([1e5, float("inf")])), torch.tensor([448.0, 448.0]))
+
+
+def test_numpy_histogram_path_searches_with_fp8_too():
+    torch.manual_seed(5)
+    x = torch.randn(5000) * 2
+    cal = calib.HistogramCalibrator(num_bits=FP8, num_bins=256, torch_hist=False)
+    cal.collect(x)
+    counts, edges = cal._np_state[0].double(), cal._np_state[1].float()
+    assert cal.compute_amax("mse", start_bin=16).item() == _mse_ref(counts, (edges[1:] + edges[:-1]) / 2, 16)
+    with pytest.raises(ValueError, match="not defined for FP8 E4M3"):
+        cal.compute_amax("entropy")
