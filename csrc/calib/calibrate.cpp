@@ -34,7 +34,9 @@ calib::CalibratorPtr fresh_calibrator(const TensorQuantizerImpl& q, const std::s
     bins = old->num_bins();
     skip_zeros = old->skip_zeros();
   }
-  return std::make_shared<calib::HistogramCalibrator>(d.num_bits(), std::nullopt, d.is_unsigned(), bins, skip_zeros);
+  // format: an FP8 E4M3 quantizer's mse search quantizes to E4M3.
+  return std::make_shared<calib::HistogramCalibrator>(d.num_bits(), std::nullopt, d.is_unsigned(), bins, skip_zeros,
+                                                      d.format());
 }
 
 void check_options(const CalibrateOptions& o) {
