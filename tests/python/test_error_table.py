@@ -62,6 +62,15 @@ def _fp8_linear():
     return nn.Sequential(m)
 
 
+def _w4_linear(act=False):
+    """A calibrated QuantLinear with a 4-bit weight quantizer (and a 4-bit input quantizer with act)."""
+    m = qnn.QuantLinear(2, 2, quant_desc_input=QuantDescriptor(num_bits=4 if act else 8),
+                        quant_desc_weight=QuantDescriptor(num_bits=4, axis=(0,))).eval()
+    m._input_quantizer.amax = 1.0
+    m._weight_quantizer.amax = torch.ones(2, 1)
+    return nn.Sequential(m)
+
+
 def _export_enabled(model, opset):
     with torchqat.enable_onnx_export():
         torch.onnx.export(model, (torch.ones(1, 2),), io.BytesIO(), opset_version=opset, dynamo=False)
@@ -277,6 +286,10 @@ CASES = {
     "E216": lambda t: torchqat.onnx.export(_fp8_linear(), (torch.ones(1, 2),), io.BytesIO(), opset_version=13),
     "E217": lambda t: torchqat.onnx.export(_fp8_linear(), (torch.ones(1, 2),), io.BytesIO()),
     "E218": lambda t: _export_enabled(_fp8_linear(), 17),
+    "E219": lambda t: torchqat.onnx.export(_w4_linear(), (torch.ones(1, 2),), io.BytesIO(), opset_version=19),
+    "E220": lambda t: torchqat.onnx.export(_w4_linear(), (torch.ones(1, 2),), io.BytesIO(), dynamo=True),
+    "E221": lambda t: torchqat.onnx.export(_w4_linear(act=True), (torch.ones(1, 2),), io.BytesIO()),
+    "E222": lambda t: _export_enabled(_w4_linear(), 20),
     "E157": lambda t: torch.onnx.export(nn.Sequential(qnn.QuantLinear(2, 2)).eval(), (torch.ones(1, 2),),
                                         io.BytesIO(), opset_version=13, dynamo=False),
     "E170": lambda t: torchqat.onnx.export(nn.Sequential(qnn.QuantLinear(2, 2)).eval(), (torch.ones(1, 2),),

@@ -4,7 +4,7 @@ import torch
 from ..nn.modules.tensor_quantizer import TensorQuantizer
 from ..tensor_quant import is_e4m3
 
-__all__ = ["check_quantizers", "exported_quantizers", "fp8_quantizers"]
+__all__ = ["check_quantizers", "exported_quantizers", "fp8_quantizers", "int4_weights"]
 
 
 def exported_quantizers(model):
@@ -30,6 +30,16 @@ def fp8_quantizers(model):
     return [path for path, q in exported_quantizers(model) if is_e4m3(q.num_bits)]
 
 
+def int4_weights(model):
+    """{weight parameter name: quantizer} of the exported 4-bit weight quantizers (their module's
+    `weight`, as the exporter names the initializer)."""
+    out = {}
+    for path, q in exported_quantizers(model):
+        if q.num_bits == 4 and path.endswith("._weight_quantizer"):
+            out[path[: -len("._weight_quantizer")] + ".weight"] = q
+    return out
+
+
 def check_quantizers(model):
     """Raises ValueError/RuntimeError for the first quantizer that cannot become a TensorRT Q/DQ pair:
     num_bits != 8, amax NaN/Inf/negative, real (non-fake) quantization,
@@ -39,7 +49,10 @@ def check_quantizers(model):
         if not q._fake_quant:
             raise ValueError(f"{path} uses real quantization (fake_quant=False); only fake-quant quantizers export "
                              "to Q/DQ")
-        if q.num_bits != 8 and not is_e4m3(q.num_bits):
+        if q.num_bits == 4 and not path.endswith("_weight_quantizer"):
+            raise ValueError(f"{path} has num_bits=4: INT4 Q/DQ exports for weight quantizers only (TensorRT's "
+                             "INT4 is weight-only); use 8 bits or FP8 for activations")
+        if q.num_bits not in (4, 8) and not is_e4m3(q.num_bits):
             raise ValueError(f"{path} has num_bits={q.num_bits}: opset 13 Q/DQ is int8/uint8 only; disable it or "
                              "use 8 bits for export")
         # A learned range (learn_amax) quantizes with max(-clip_value_min, clip_value_max).

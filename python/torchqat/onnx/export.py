@@ -4,6 +4,7 @@ import io
 import os
 import warnings
 
+import numpy as np
 import torch
 from torch.utils import _pytree
 
@@ -24,21 +25,67 @@ def _to_float(args):
 
 
 def _opset_for(model, opset_version):
-    """opset_version, or the default: 13, or FP8_OPSET (19) with a warning when FP8 quantizers need it."""
+    """opset_version, or the default: 13; FP8_OPSET (19) or INT4_OPSET (21) with a warning when FP8 or
+    4-bit quantizers need it."""
+    needs = []
     fp8 = checks.fp8_quantizers(model)
-    if not fp8:
+    if fp8:
+        needs.append((symbolic.FP8_OPSET, fp8[0], len(fp8), "FP8 E4M3", "is FP8 E4M3 (num_bits=(4, 3))",
+                      "FLOAT8E4M3FN"))
+    int4 = [name[: -len(".weight")] + "._weight_quantizer" for name in checks.int4_weights(model)]
+    if int4:
+        needs.append((symbolic.INT4_OPSET, int4[0], len(int4), "INT4", "has num_bits=4", "INT4"))
+    if not needs:
         return symbolic.MIN_OPSET if opset_version is None else opset_version
-    first = f"{fp8[0]}" + (f" and {len(fp8) - 1} more" if len(fp8) > 1 else "")
+    need, path, count, kind, what, onnx_type = max(needs)
+    first = path + (f" (and {count - 1} more)" if count > 1 else "")
     if opset_version is None:
-        warnings.warn(f"torchqat.onnx.export: FP8 E4M3 quantizers ({first}) need QuantizeLinear to FLOAT8E4M3FN, "
-                      f"so the model is exported at opset {symbolic.FP8_OPSET} instead of {symbolic.MIN_OPSET}",
+        warnings.warn(f"torchqat.onnx.export: {kind} quantizers ({first}) need QuantizeLinear to {onnx_type}, "
+                      f"so the model is exported at opset {need} instead of {symbolic.MIN_OPSET}",
                       UserWarning, stacklevel=3)
-        return symbolic.FP8_OPSET
-    if opset_version < symbolic.FP8_OPSET:
-        raise ValueError(f"torchqat.onnx.export: {first} is FP8 E4M3 (num_bits=(4, 3)), which QuantizeLinear supports "
-                         f"from opset {symbolic.FP8_OPSET}; got opset_version={opset_version}. Pass "
-                         f"opset_version={symbolic.FP8_OPSET} or leave it unset")
+        return need
+    if opset_version < need:
+        raise ValueError(f"torchqat.onnx.export: {first} {what}, which QuantizeLinear supports "
+                         f"from opset {need}; got opset_version={opset_version}. Pass "
+                         f"opset_version={need} or leave it unset")
     return opset_version
+
+
+def _int4_zero_points(proto, weights, opset_version):
+    """The 4-bit weight Q/DQ pairs (exported with int8 / uint8 placeholder zero points) read new INT4 /
+    UINT4 zero points of their scale's shape, and the model gets the opset that has them (IR 10).
+    weights: {weight initializer name: quantizer}."""
+    from onnx import TensorProto, helper
+
+    cleanup.bypass_constant_identities(proto)  # scales are then initializers (clean() does it anyway)
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    readers = {}
+    for n in graph.node:
+        for name in n.input:
+            readers.setdefault(name, []).append(n)
+    done = set()
+    for n in list(graph.node):
+        if n.op_type != "QuantizeLinear" or n.input[0] not in weights:
+            continue
+        q = weights[n.input[0]]
+        dims = list(inits[n.input[1]].dims)
+        zp = helper.make_tensor(n.input[0] + ".int4_zero_point", TensorProto.UINT4 if q.unsigned else TensorProto.INT4,
+                                dims, [0] * int(np.prod(dims, dtype=np.int64)))
+        graph.initializer.append(zp)
+        n.input[2] = zp.name
+        for dq in readers.get(n.output[0], []):
+            if dq.op_type == "DequantizeLinear":
+                dq.input[2] = zp.name
+        done.add(n.input[0])
+    missing = set(weights) - done
+    if missing:
+        raise RuntimeError(f"torchqat.onnx.export: no QuantizeLinear reads the weight {sorted(missing)[0]!r} "
+                           "of a 4-bit weight quantizer; export the module whose forward uses its own weight")
+    for o in proto.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = opset_version
+    proto.ir_version = max(proto.ir_version, 10)
 
 
 def export(model, args, f, opset_version=None, input_names=None, output_names=None, dynamic_axes=None,
@@ -59,7 +106,8 @@ def export(model, args, f, opset_version=None, input_names=None, output_names=No
     FP8 E4M3 quantizers (num_bits=(4, 3)) export as QuantizeLinear/DequantizeLinear with a
     FLOAT8E4M3FN zero point and scale amax / 448, which needs opset 19: opset_version=None (the
     default: 13 otherwise) becomes 19 for such a model, with a warning; an explicit one below 19 is
-    an error.
+    an error. 4-bit weight quantizers (num_bits=4) export as INT4 Q/DQ at opset 21 the same way
+    (dynamo=False only; written at opset 20 with int8 placeholder zero points, then rewritten).
     The model is exported in eval mode (training flags restored afterwards); an fp16/bf16 model
     is exported from a float32 copy (the model itself is not changed), and its fp16/bf16 example
     inputs are cast to float32. clean=True (needs the onnx package) makes Q/DQ scales read initializers
@@ -74,6 +122,13 @@ def export(model, args, f, opset_version=None, input_names=None, output_names=No
         raise TypeError(f"torchqat.onnx.export: model must be an nn.Module, got {type(model).__name__}")
     checks.check_quantizers(model)
     opset_version = _opset_for(model, opset_version)
+    int4 = checks.int4_weights(model)
+    if int4 and dynamo:
+        raise ValueError(f"torchqat.onnx.export(dynamo=True): the quantizer of {next(iter(int4))} has num_bits=4; INT4 "
+                         "weights export with dynamo=False")
+    if int4 and not clean:
+        raise ValueError("torchqat.onnx.export: INT4 weights need clean=True (their zero points are rewritten "
+                         "after export)")
     if dynamo:
         # torch.export keeps a dynamic quantizer's abs_max in the graph (no trace constant as in TorchScript).
         dynamic = [path for path, q in checks.exported_quantizers(model) if q.amax is None]
@@ -104,10 +159,15 @@ def export(model, args, f, opset_version=None, input_names=None, output_names=No
                                             dynamic_axes=dynamic_axes, dynamo=True, verbose=False, **kwargs)
                 data = program.model_proto.SerializeToString()
             else:
-                torch.onnx.export(model, args, buffer, opset_version=opset_version, input_names=input_names,
-                                  output_names=output_names, dynamic_axes=dynamic_axes, dynamo=False, **kwargs)
+                # 4-bit weights: exported at the TorchScript exporter's last opset, 20, with int8
+                # placeholder zero points; _int4_zero_points makes them INT4 at opset 21.
+                symbolic.int4_placeholders = bool(int4)
+                torch.onnx.export(model, args, buffer, opset_version=min(opset_version, 20) if int4 else opset_version,
+                                  input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
+                                  dynamo=False, **kwargs)
                 data = buffer.getvalue()
     finally:
+        symbolic.int4_placeholders = False
         for m, mode in training:
             m.training = mode
 
@@ -118,6 +178,9 @@ def export(model, args, f, opset_version=None, input_names=None, output_names=No
         onnx = None
     if onnx is not None:
         proto = onnx.load_from_string(data)
+        if int4:
+            _int4_zero_points(proto, int4, opset_version)
+            data = proto.SerializeToString()
         if clean:
             cleanup.clean(proto)
             data = proto.SerializeToString()

@@ -6,7 +6,8 @@ Rules (each violation carries its rule name):
 - identity-scale:   ... and read directly, not through Identity nodes (plain torch.onnx.export writes
                     Identity nodes for equal initializers; torchqat.onnx.export / clean() removes them).
 - scale-value:      scales are fp32, finite and > 0.
-- zero-point:       zero points are int8 (or uint8 with allow_uint8) or float8_e4m3fn (FP8 E4M3), and
+- zero-point:       zero points are int8 (or uint8 with allow_uint8), float8_e4m3fn (FP8 E4M3) or
+                    int4 / uint4 (opset 21, weights only: TensorRT's INT4 is weight-only), and
                     shaped like the scale.
 - symmetric:        zero points are all 0 ("TRT only supports symmetric quantization").
 - qdq-pair:         a QuantizeLinear feeds only DequantizeLinear nodes with the same scale, zero point
@@ -37,7 +38,7 @@ RULES = ("opset", "constant-scale", "identity-scale", "scale-value", "zero-point
          "residual-add")
 
 # Zero-point dtypes beyond int8/uint8 TensorRT takes, and the opset whose Q/DQ first has them.
-_EXTRA_ZP_OPSET = {"float8_e4m3fn": 19}
+_EXTRA_ZP_OPSET = {"float8_e4m3fn": 19, "int4": 21, "uint4": 21}
 
 _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _SHAPE_ONLY = ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
@@ -260,6 +261,8 @@ def _check_qdq(g, n, add, allow_uint8, opset=None):
             add("zero-point", n, f"zero point dtype {zp.dtype}"
                 + (" (no zero point input means uint8)" if not zp_name else "")
                 + f"; TensorRT wants {' or '.join(allowed)}")
+        if zp_type in ("int4", "uint4") and not _is_weight_q(g, n):
+            add("zero-point", n, f"{zp_type} {what} on an activation; TensorRT quantizes only weights to INT4")
         need = _EXTRA_ZP_OPSET.get(zp_type)
         if need is not None and opset is not None and opset < need:
             add("opset", n, f"{what} with a {zp_type} zero point needs opset >= {need}, the model has {opset}")

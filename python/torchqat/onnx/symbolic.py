@@ -17,6 +17,11 @@
 FLOAT8E4M3FN zero point and scale = amax / 448 (opset >= 19, FP8_OPSET): exactly the op's own
 arithmetic (ONNX QuantizeLinear saturates to +-448 and rounds to nearest even).
 
+4-bit quantizers (INT4 weights, num_bits=4) need opset 21 (INT4 / UINT4 zero points), past the
+TorchScript exporter's opset 20: inside torchqat.onnx.export (`int4_placeholders`) they are emitted
+with bound 7 (15 unsigned) and an int8 / uint8 zero point, and export.py rewrites those zero points to
+INT4 / UINT4 and the model to opset 21 (nothing else changes between opsets 20 and 21 but types).
+
 `torchqat::abs_max` is not in an exported quantizer's graph: a dynamic quantizer's amax is traced
 as a constant (nn/modules/_dynamic.py). Called directly in a model's forward it has no ONNX form
 (TensorRT needs constant scales), and its symbolic raises.
@@ -32,8 +37,11 @@ __all__ = ["register", "fake_quant_symbolic", "fake_quant_e4m3_symbolic", "ZERO_
            "FP8_OPSET"]
 
 MIN_OPSET = 13
-# QuantizeLinear / DequantizeLinear take FLOAT8E4M3FN from opset 19.
+# QuantizeLinear / DequantizeLinear take FLOAT8E4M3FN from opset 19, INT4 / UINT4 from opset 21.
 FP8_OPSET = 19
+INT4_OPSET = 21
+# Set by torchqat.onnx.export while it exports a model with 4-bit weight quantizers (see above).
+int4_placeholders = False
 # The scale written for a zero amax: positive, a normal fp32 number whose reciprocal (2^24) is
 # finite, exactly representable in fp16 and bf16, and small enough that the channel stays ~0.
 ZERO_AMAX_SCALE = 2.0 ** -24
@@ -109,12 +117,16 @@ def fake_quant_symbolic(g, x, amax, num_bits, unsigned, narrow_range, axis):
                          f"an axis attribute from opset 13), got {g.opset}")
     num_bits = _sh._get_const(num_bits, "i", "num_bits")
     unsigned = bool(_sh._get_const(unsigned, "b", "unsigned"))
-    if num_bits != 8:
-        raise ValueError(f"torchqat ONNX export: {_where(g)} has num_bits={num_bits}; opset 13 Q/DQ is "
-                         "int8/uint8 only")
+    if num_bits == 4 and not int4_placeholders:
+        raise ValueError(f"torchqat ONNX export: {_where(g)} has num_bits=4; INT4 Q/DQ needs opset {INT4_OPSET}, "
+                         "past torch.onnx.export's TorchScript exporter: export with torchqat.onnx.export")
+    if num_bits not in (4, 8):
+        raise ValueError(f"torchqat ONNX export: {_where(g)} has num_bits={num_bits}; ONNX Q/DQ is int8/uint8 only, "
+                         "besides INT4 weights (num_bits=4) and FP8 E4M3 (num_bits=(4, 3))")
     axis = None if _sh._is_none(axis) else _sh._get_const(axis, "i", "axis")
     ch_axis, channels = _channel_axis(g, x, amax, axis)
-    return _qdq(g, x, amax, 255.0 if unsigned else 127.0, torch.uint8 if unsigned else torch.int8, ch_axis, channels)
+    bound = float((1 << (num_bits - 1 + int(unsigned))) - 1)
+    return _qdq(g, x, amax, bound, torch.uint8 if unsigned else torch.int8, ch_axis, channels)
 
 
 def fake_quant_e4m3_symbolic(g, x, amax, axis):
