@@ -240,22 +240,18 @@ double dtype_max(at::ScalarType t) {
   }
 }
 
-// The axis the amax belongs to (-1: one amax for all): the given one, else the one non-1 dim
-// of a broadcast-shaped amax.
-int64_t contract_axis(const Args& a) {
-  if (a.amax.numel() == 1) return -1;
-  if (a.axis) return (*a.axis + a.x.dim()) % a.x.dim();
-  for (int64_t d = 0; d < a.amax.dim(); ++d)
-    if (a.amax.size(d) != 1) return d;
-  return -1;
-}
-
-// The channel of the element at flat (row-major, logical) index i of x.
-int64_t channel_of(const at::Tensor& x, int64_t axis, int64_t i) {
-  if (axis < 0) return 0;
-  int64_t inner = 1;
-  for (int64_t d = axis + 1; d < x.dim(); ++d) inner *= x.size(d);
-  return (i / inner) % x.size(axis);
+// The amax of every element of x, flat in x's row-major (logical) order: one amax for all; a
+// per-channel amax with an axis along that axis; else a broadcast-shaped amax (one or several
+// non-1 dims, each of x's size there) expanded to x's shape.
+at::Tensor element_amax(const Args& a) {
+  const at::Tensor am = a.amax.detach().to(at::kFloat);
+  if (am.numel() == 1) return am.reshape({}).expand(a.x.sizes()).contiguous().reshape({-1});
+  if (a.axis) {
+    std::vector<int64_t> shape(static_cast<size_t>(a.x.dim()), 1);
+    shape[static_cast<size_t>((*a.axis + a.x.dim()) % a.x.dim())] = am.numel();
+    return am.reshape(shape).expand(a.x.sizes()).contiguous().reshape({-1});
+  }
+  return am.expand(a.x.sizes()).contiguous().reshape({-1});
 }
 
 // y for one element: step = amax / bound, inv = 1 / step (a channel whose inv overflows
@@ -296,14 +292,13 @@ void check_fake_quant_result(FuzzedDataProvider& p, const Args& a, const at::Ten
   const at::Tensor yd = y.detach().contiguous().to(at::kDouble).reshape({-1});
   const double* xp = xd.data_ptr<double>();
   const double* yp = yd.data_ptr<double>();
-  const int64_t axis = contract_axis(a);
+  const at::Tensor amax_e = element_amax(a);
   const int samples = p.ConsumeIntegralInRange<int>(1, 6);
   for (int s = 0; s < samples; ++s) {
     const int64_t i = s == 0 ? 0 : p.ConsumeIntegralInRange<int64_t>(0, xd.numel() - 1);
-    const int64_t c = channel_of(a.x, axis, i);
-    const float am = amax_f[amax_f.numel() == 1 ? 0 : c].item<float>();
+    const float am = amax_e[i].item<float>();
     const double ref = reference_fake_quant(xp[i], am, r, a.x.scalar_type());
-    FUZZ_CHECK(same(yp[i], ref), "element ", i, " (channel ", c, "): x=", xp[i], " amax=", am, " bits=", a.num_bits,
+    FUZZ_CHECK(same(yp[i], ref), "element ", i, ": x=", xp[i], " amax=", am, " bits=", a.num_bits,
                " unsigned=", a.is_unsigned, " narrow=", a.narrow, " dtype=", a.x.scalar_type(), " got ", yp[i],
                ", reference ", ref);
   }
@@ -344,11 +339,10 @@ void fuzz_autograd(FuzzedDataProvider& p, const Args& a) {
   const at::Tensor xd = a.x.detach().contiguous().to(at::kDouble).reshape({-1});
   const at::Tensor gd = g.contiguous().to(at::kDouble).reshape({-1});
   const at::Tensor gxd = gx.contiguous().to(at::kDouble).reshape({-1});
-  const at::Tensor amax_f = a.amax.detach().to(at::kFloat).reshape({-1});
-  const int64_t axis = contract_axis(a);
+  const at::Tensor amax_e = element_amax(a);
   for (int s = 0; s < 4; ++s) {
     const int64_t i = p.ConsumeIntegralInRange<int64_t>(0, xd.numel() - 1);
-    const float am = amax_f[amax_f.numel() == 1 ? 0 : channel_of(a.x, axis, i)].item<float>();
+    const float am = amax_e[i].item<float>();
     const float xv = static_cast<float>(xd[i].item<double>());
     const double expect = (xv <= am && xv >= -am) ? gd[i].item<double>() : 0.0;
     FUZZ_CHECK(same(gxd[i].item<double>(), expect), "STE gradient at ", i, ": x=", xv, " amax=", am, " got ",
