@@ -64,3 +64,31 @@ def with_scale(proto, name, factor):
                                                name))
             return out
     raise KeyError(name)
+
+
+def run(proto, x):
+    """ONNX Runtime's outputs of proto on one input tensor x."""
+    sess = session(proto)
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+
+
+def torch_outputs(model, x):
+    """model(x) under no_grad as a list of float32 numpy arrays (one per output)."""
+    import torch
+
+    with torch.no_grad():
+        out = model(x)
+    return [t.float().numpy() for t in (out if isinstance(out, (list, tuple)) else [out])]
+
+
+def export_with_warnings(model, x, **kw):
+    """(torchqat.onnx.export of model on (x,), the UserWarning messages it raised)."""
+    import io
+    import warnings
+
+    from torchqat import onnx as tq_onnx
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        proto = tq_onnx.export(model, (x,), io.BytesIO(), **kw)
+    return proto, [str(m.message) for m in w if issubclass(m.category, UserWarning)]

@@ -1,7 +1,6 @@
 """FP8 E4M3 quantizers (num_bits=(4, 3)) exported as opset-19 QuantizeLinear/DequantizeLinear with
 FLOAT8E4M3FN zero points, run by ONNX Runtime against torchqat's fake-quant forward."""
 import io
-import warnings
 
 import numpy as np
 import onnx
@@ -24,22 +23,7 @@ FP8_IN = QuantDescriptor(num_bits=(4, 3))
 FP8_W = QuantDescriptor(num_bits=(4, 3), axis=(0,))
 
 
-def _run(proto, x):
-    sess = session(proto)
-    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
-
-
-def _torch_out(model, x):
-    with torch.no_grad():
-        out = model(x)
-    return [t.float().numpy() for t in (out if isinstance(out, (list, tuple)) else [out])]
-
-
-def _export(model, x, **kw):
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        proto = tq_onnx.export(model, (x,), io.BytesIO(), **kw)
-    return proto, [str(m.message) for m in w if issubclass(m.category, UserWarning)]
+_run, _torch_out, _export = ort_check.run, ort_check.torch_outputs, ort_check.export_with_warnings
 
 
 def _qdq_zero_points(proto):

@@ -1,7 +1,6 @@
 """4-bit weight quantizers (num_bits=4, per channel) exported as opset-21 INT4 QuantizeLinear /
 DequantizeLinear, run by ONNX Runtime against torchqat's fake-quant forward (w4a8: INT8 activations)."""
 import io
-import warnings
 
 import numpy as np
 import onnx
@@ -22,22 +21,7 @@ from yolo_like import randomize_bn
 W4 = QuantDescriptor(num_bits=4, axis=(0,))
 
 
-def _run(proto, x):
-    sess = session(proto)
-    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
-
-
-def _torch_out(model, x):
-    with torch.no_grad():
-        out = model(x)
-    return [t.float().numpy() for t in (out if isinstance(out, (list, tuple)) else [out])]
-
-
-def _export(model, x, **kw):
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        proto = tq_onnx.export(model, (x,), io.BytesIO(), **kw)
-    return proto, [str(m.message) for m in w if issubclass(m.category, UserWarning)]
+_run, _torch_out, _export = ort_check.run, ort_check.torch_outputs, ort_check.export_with_warnings
 
 
 def _zero_point_types(proto):
