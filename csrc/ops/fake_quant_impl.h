@@ -1,9 +1,8 @@
 #pragma once
 // The device-independent body of fake_quant and its backward; each device's registration
 // instantiates it with its own kernels, so checks and shapes are handled once.
-#include <cmath>
-
 #include "ops/kernels.h"
+#include "torchqat/quant_rules.h"
 
 namespace torchqat {
 namespace detail {
@@ -59,10 +58,9 @@ std::tuple<at::Tensor, at::Tensor> backward_impl(const char* op, const QuantRang
         if (d != L.axis) dims.push_back(d);
       sums = dims.empty() ? dstep : dstep.sum(dims);
     }
-    // LSQ (Esser et al. 2020): step gradient scaled by 1/sqrt(N * Qp); d step / d amax = 1 / bound
-    // (bound 448 for E4M3, whose step is amax / 448).
-    const double per_channel = std::max<double>(1.0, static_cast<double>(L.x.numel()) / amax.numel());
-    const double scale = 1.0 / (std::sqrt(per_channel * r.bound) * r.bound);
+    // LSQ (Esser et al. 2020): the rule of quant_rules.h, N per sample (bound 448 for E4M3).
+    const bool along_dim0 = L.axis == 0 || (L.axis == kMultiAxis && amax.size(0) > 1);
+    const double scale = lsq_amax_grad_scale(lsq_sample_count(L.x.sizes(), amax.numel(), along_dim0), r.bound);
     grad_amax = reshape_like_amax(sums * scale, amax);
   }
   return {grad_x, grad_amax};

@@ -13,7 +13,10 @@ namespace torchqat {
 // step = amax / bound, bound = 2^(b-1)-1 (signed) or 2^b-1 (unsigned). amax is a 0-d or
 // one-element tensor (per tensor), a 1-d tensor of size x.size(axis), or shaped to broadcast
 // against x (e.g. [K,1,1,1]). Backward: the STE mask |x| <= amax, and the LSQ gradient for
-// amax when amax requires grad.
+// amax when amax requires grad: per amax entry, the sum of grad * d y / d step over the elements
+// it covers, times 1 / (sqrt(N * bound) * bound), N = lsq_sample_count (quant_rules.h): the
+// elements one entry covers in one sample, where dim 0 of x is the batch unless amax varies along
+// dim 0. N does not depend on the batch size, so data-parallel ranks get one process's gradient.
 at::Tensor fake_quant(const at::Tensor& x, const at::Tensor& amax, int64_t num_bits = 8, bool is_unsigned = false,
                       bool narrow_range = false, std::optional<int64_t> axis = std::nullopt);
 

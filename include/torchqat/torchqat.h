@@ -25,5 +25,6 @@
 #include "torchqat/onnx/implicit.h"
 #include "torchqat/ops.h"
 #include "torchqat/quant_descriptor.h"
+#include "torchqat/quant_rules.h"
 #include "torchqat/quantizers.h"
 #include "torchqat/tensor_quantizer.h"

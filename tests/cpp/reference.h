@@ -36,7 +36,8 @@ inline at::Tensor lsq_fake_quant(const at::Tensor& x, const at::Tensor& amax, in
   return torch::clamp(q, qmin, bound) * step;
 }
 
-// LSQ's gradient scale 1 / sqrt(n * bound), n = elements per amax entry.
+// LSQ's gradient scale 1 / sqrt(n * bound), n = LSQ's N_F: the elements one amax entry covers in
+// one sample (dim 0 of x is the batch unless amax varies along dim 0).
 inline double lsq_grad_scale(int64_t n, int64_t num_bits = 8, bool is_unsigned = false) {
   const double bound = is_unsigned ? std::pow(2.0, num_bits) - 1 : std::pow(2.0, num_bits - 1) - 1;
   return 1.0 / std::sqrt(static_cast<double>(n) * bound);

@@ -32,11 +32,13 @@ TEST_CASE("per-channel fake_quant equals at::fake_quantize_per_channel_affine", 
 }
 
 TEST_CASE("STE mask passes the clip range only, amax gets a gradient when it requires one", "[ops][autograd]") {
-  auto x = torch::tensor({-3.0f, -1.0f, 0.2f, 1.0f, 3.0f}).requires_grad_();
+  // A batch of one sample of 5 elements.
+  auto x = torch::tensor({-3.0f, -1.0f, 0.2f, 1.0f, 3.0f}).reshape({1, 5}).requires_grad_();
   auto amax = torch::tensor(1.0f).requires_grad_();
   fake_quant(x, amax).sum().backward();
-  REQUIRE(torch::equal(x.grad(), torch::tensor({0.0f, 1.0f, 1.0f, 1.0f, 0.0f})));
-  // The value: autograd of the written-out LSQ reference, in double, times LSQ's 1/sqrt(n * bound).
+  REQUIRE(torch::equal(x.grad(), torch::tensor({0.0f, 1.0f, 1.0f, 1.0f, 0.0f}).reshape({1, 5})));
+  // The value: autograd of the written-out LSQ reference, in double, times LSQ's 1/sqrt(n * bound),
+  // n = the 5 elements of the one sample.
   auto amax_ref = torch::tensor(1.0, torch::kDouble).requires_grad_();
   torchqat_test::lsq_fake_quant(x.detach().to(torch::kDouble), amax_ref).sum().backward();
   const double want = amax_ref.grad().item<double>() * torchqat_test::lsq_grad_scale(5);
@@ -72,7 +74,9 @@ TEST_CASE("gradients of x and amax equal autograd of a plain reference, per tens
       REQUIRE(torch::equal(x.grad(), torch::where(inside, gf, torch::zeros_like(gf))));
       // float32 kernel against a float64 reference: sums of 120 / k terms of size <= bound, so 1e-4
       // relative covers float32 rounding; a wrong LSQ scale (>= 1/sqrt(2) off) or sign is far outside.
-      const auto want = ar.grad() * torchqat_test::lsq_grad_scale(x0.numel() / k, 8, is_unsigned);
+      // n: one sample's elements per amax entry; dim 0 (6) is the batch unless amax runs along it.
+      const int64_t n = axis == 0 ? x0.numel() / k : x0.numel() / k / x0.size(0);
+      const auto want = ar.grad() * torchqat_test::lsq_grad_scale(n, 8, is_unsigned);
       REQUIRE(torch::allclose(amax.grad().to(torch::kDouble), want, 1e-4, 1e-6));
     }
   }

@@ -53,14 +53,14 @@ TEST_CASE("learned amax is a parameter and receives the LSQ gradient", "[quantiz
   TensorQuantizer q(QuantDescriptor().learn_amax(true).amax(std::vector<float>{1.0f}));
   REQUIRE(q->named_parameters().contains("_amax"));
   torch::manual_seed(2);
-  auto x = (torch::randn({64}) * 2).requires_grad_();
+  auto x = (torch::randn({4, 16}) * 2).requires_grad_();  // a batch of 4 samples of 16 elements
   q(x).pow(2).sum().backward();
   REQUIRE(q->amax().grad().defined());
   // Against autograd of the written-out LSQ fake quant in double (tests/cpp/reference.h).
   auto xr = x.detach().to(torch::kDouble).requires_grad_();
   auto ar = torch::tensor(1.0, torch::kDouble).requires_grad_();
   torchqat_test::lsq_fake_quant(xr, ar).pow(2).sum().backward();
-  const double want = ar.grad().item<double>() * torchqat_test::lsq_grad_scale(64);
+  const double want = ar.grad().item<double>() * torchqat_test::lsq_grad_scale(16);  // N_F: one sample
   REQUIRE(want != 0.0);
   // float32 against float64 over 64 terms: 1e-4 relative; a wrong LSQ scale or sign is far outside.
   REQUIRE(q->amax().grad().item<float>() == Approx(want).epsilon(1e-4));

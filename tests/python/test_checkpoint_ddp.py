@@ -185,13 +185,32 @@ def _global_data():
     return torch.randn(8, 3, 6, 6, generator=g), torch.randint(0, 5, (8,), generator=g)
 
 
-def _train(model, x, y, wrap=lambda m: m):
-    """Calibrate on x (histogram percentile, merged across ranks under torch.distributed), then
-    SGD steps on (x, y); a learned amax gets its own, larger step so that its update shows."""
+# How the input quantizer's range is trained: "fixed" (calibrated, frozen), "pact" (learn_amax:
+# the quantizer's clip.clip_value_min/max, PACT gradient) or "lsq" (the calibrated `_amax` made an
+# nn.Parameter: fake_quant's LSQ amax gradient).
+MODES = ("fixed", "pact", "lsq")
+
+
+def _net(mode):
+    return Net(learn_input_amax=mode == "pact")
+
+
+def _calibrate(model, x, mode):
+    """Histogram percentile calibration (merged across ranks under torch.distributed); for "lsq"
+    the input quantizer's amax then becomes a Parameter, as a user learning it by LSQ does."""
     torchqat.calibrate(model, [x], method="percentile", percentile=99.0, progress=False)
+    if mode == "lsq":
+        q = model.conv._input_quantizer
+        q._amax = nn.Parameter(q._amax.detach().clone())
+
+
+def _train(model, x, y, mode, wrap=lambda m: m):
+    """Calibrate on x, then SGD steps on (x, y); a learned amax gets its own, larger step so that
+    its update shows."""
+    _calibrate(model, x, mode)
     net = wrap(model)
-    def learned_range(n):  # learn_amax trains the quantizer's clip.clip_value_min/max
-        return ".clip.clip_value_" in n
+    def learned_range(n):
+        return ".clip.clip_value_" in n or n.endswith("_input_quantizer._amax")
     amax = [p for n, p in net.named_parameters() if learned_range(n)]
     rest = [p for n, p in net.named_parameters() if not learned_range(n)]
     opt = torch.optim.SGD([{"params": rest}, {"params": amax, "lr": 1000 * LR}], lr=LR)
@@ -211,9 +230,9 @@ def _ddp_rank(rank, world, port, out_dir):
         x, y = _global_data()
         shard = slice(rank * len(x) // world, (rank + 1) * len(x) // world)
         states = {}
-        for learn in (False, True):
+        for mode in MODES:
             torch.manual_seed(0)
-            states[learn] = _train(Net(learn_input_amax=learn), x[shard], y[shard], DistributedDataParallel)
+            states[mode] = _train(_net(mode), x[shard], y[shard], mode, DistributedDataParallel)
         torch.save(states, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -221,18 +240,18 @@ def _ddp_rank(rank, world, port, out_dir):
 
 @pytest.fixture(scope="module")
 def ddp_states(tmp_path_factory):
-    """{learn_input_amax: [state of rank 0, state of rank 1]}, one spawn for both tests."""
+    """{mode: [state of rank 0, state of rank 1]}, one spawn for the three tests."""
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed not built")
     world, d = 2, tmp_path_factory.mktemp("ddp")
     torch.multiprocessing.spawn(_ddp_rank, args=(world, _free_port(), str(d)), nprocs=world, join=True)
     ranks = [torch.load(d / f"rank{r}.pt") for r in range(world)]
-    return {learn: [r[learn] for r in ranks] for learn in (False, True)}
+    return {mode: [r[mode] for r in ranks] for mode in MODES}
 
 
-def _check_equal_to_one_process(ranks, learn):
+def _check_equal_to_one_process(ranks, mode):
     torch.manual_seed(0)
-    want = _train(Net(learn_input_amax=learn), *_global_data())
+    want = _train(_net(mode), *_global_data(), mode)
     for r, got in enumerate(ranks):
         assert got.keys() == want.keys()
         for k in want:
@@ -241,13 +260,26 @@ def _check_equal_to_one_process(ranks, learn):
 
 def test_ddp_two_ranks_equal_one_process(ddp_states):
     # Weights, biases and calibrated amax (buffers) after calibration + 3 SGD steps.
-    _check_equal_to_one_process(ddp_states[False], learn=False)
+    _check_equal_to_one_process(ddp_states["fixed"], "fixed")
 
 
 # learn_amax trains the clip range by the PACT gradient, a plain sum over the batch: DDP's gradient
 # average gives exactly one process's update.
 def test_ddp_learned_amax_equals_one_process(ddp_states):
-    _check_equal_to_one_process(ddp_states[True], learn=True)
+    _check_equal_to_one_process(ddp_states["pact"], "pact")
+
+
+# An amax Parameter trains by fake_quant's LSQ gradient, scaled by 1 / sqrt(N_F * bound) with N_F
+# one sample's element count: every rank scales as one process does, so DDP's average of the
+# per-rank sums is one process's gradient (a local-batch N would make it sqrt(2) times as large).
+def test_ddp_lsq_amax_equals_one_process(ddp_states):
+    key = "conv._input_quantizer._amax"
+    torch.manual_seed(0)
+    calibrated = _net("lsq")
+    _calibrate(calibrated, _global_data()[0], "lsq")
+    moved = (ddp_states["lsq"][0][key] - calibrated.state_dict()[key]).abs().item()
+    assert moved > 1e-3, f"the LSQ amax moved by {moved} only: the test would not see a wrong scale"
+    _check_equal_to_one_process(ddp_states["lsq"], "lsq")
 
 
 # ----- long run: resident memory must not grow ---------------------------------------------------------

@@ -175,10 +175,34 @@ def test_lsq_amax_gradient_matches_autograd_reference(axis, unsigned, narrow):
     amax_ref = amax.detach().clone().requires_grad_()
     reference_fake_quant(x, amax_ref, 8, unsigned, narrow).backward(g)
     b = bound_of(8, unsigned)
-    n = x.numel() // k
+    # LSQ's N_F: one sample's elements per amax entry; dim 0 (6) is the batch unless amax runs along it.
+    n = x.numel() // k if axis == 0 else x.numel() // k // x.shape[0]
     lsq_scale = 1.0 / (n * b) ** 0.5
     assert amax.grad.shape == amax.shape
     torch.testing.assert_close(amax.grad.double(), amax_ref.grad * lsq_scale, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("amax_shape", [(), (6,), (1, 6, 5)], ids=["per_tensor", "axis1", "multi_axis"])
+@pytest.mark.parametrize("e4m3", [False, True], ids=["int8", "e4m3"])
+def test_lsq_amax_gradient_of_a_split_batch_averages_to_the_whole_batch(amax_shape, e4m3):
+    # Data parallel: each of 2 ranks takes the mean loss over its half of the batch, and DDP
+    # averages their gradients; that must equal one process's gradient over the whole batch.
+    torch.manual_seed(4)
+    x = torch.randn(8, 6, 5, dtype=torch.float64) * 2
+    target = torch.randn_like(x)
+    amax0 = torch.rand(amax_shape, dtype=torch.float64) + 0.7
+    axis = 1 if amax_shape == (6,) else None
+
+    def amax_grad(xs, ts):
+        amax = amax0.clone().requires_grad_()
+        y = ops.fake_quant_e4m3(xs, amax, axis) if e4m3 else ops.fake_quant(xs, amax, 8, False, False, axis)
+        ((y - ts) ** 2).mean().backward()
+        return amax.grad
+
+    whole = amax_grad(x, target)
+    ranks = [amax_grad(x[:4], target[:4]), amax_grad(x[4:], target[4:])]
+    assert whole.abs().max() > 0
+    torch.testing.assert_close((ranks[0] + ranks[1]) / 2, whole, rtol=1e-5, atol=0)  # float32 sums; a local-batch N: sqrt(2) off
 
 
 def test_quantize_dequantize_round_trip_equals_fake_quant():

@@ -116,7 +116,7 @@ def test_bad_amax_and_input_raise_naming_the_argument():
 
 def _plain_lsq_reference(x, amax):
     """y written out with torch ops: the clamp's own gradient is the STE mask, round is straight
-    through; LSQ scales amax's gradient by 1 / sqrt(N * 448)."""
+    through; LSQ scales amax's gradient by 1 / sqrt(N * 448), N = one sample's elements per amax entry."""
     step = amax / 448.0
     vc = (x / step).clamp(-448, 448)
     q = vc + (vc.to(E4M3).float() - vc).detach()
@@ -137,7 +137,7 @@ def test_backward_ste_mask_and_lsq_amax_gradient(axis):
     assert torch.equal(x.grad, g * (x.detach().abs() <= (amax.detach().view(4, 1, 1) if axis == 0
                                                          else amax.detach())))
     torch.testing.assert_close(x.grad, xr.grad)  # the reference's grad is step * (1 / step) * g: rounded
-    n = x.numel() / (4 if axis == 0 else 1)
+    n = x.numel() / 4  # N_F: per channel along dim 0, 60 / 4; per tensor, one sample of the batch of 4
     torch.testing.assert_close(amax.grad, ar.grad / (n * 448.0) ** 0.5, rtol=1e-4, atol=1e-7)
 
 
