@@ -76,20 +76,35 @@ def test_quick_run_end_to_end(tmp_path, capsys):
 
     # One table with every row.
     for row in ("FP32 (PyTorch)", "PTQ int8 max", "PTQ int8 entropy", "PTQ int8 percentile", "PTQ int8 mse",
-                "QAT int8", "ONNX Runtime int8", "PTQ w4a8", "QAT w4a8", "ONNX file size", "latency"):
+                "QAT int8", "ONNX Runtime int8", "PTQ fp8", "QAT fp8", "ONNX Runtime fp8", "PTQ w4a8", "QAT w4a8",
+                "ONNX Runtime w4a8", "ONNX file size", "latency"):
         assert f"| {row}" in text, f"row {row!r} missing from the table:\n{text}"
     assert set(res["ptq"]) >= {"max", "entropy", "percentile", "mse"}
     # --quick trains 16 steps: accuracy is low but above chance (10 %), and quantization must not lose
     # what was learnt. Bounds from the measured quick run (1024 test images, one image = 0.1 point):
-    # int8 rows within 0.2-1.6 points of FP32, ONNX Runtime equal to the fake-quant QAT model, w4a8 within
-    # 1.2. A wrong scale or a broken quantizer falls to chance, 13 points below.
+    # int8 rows within 0.2-1.6 points of FP32, fp8 within 2.3, w4a8 within 1.2, and each ONNX Runtime
+    # row equal to its fake-quant QAT model (0.00 measured for int8, fp8 and w4a8). A wrong scale or a
+    # broken quantizer falls to chance, 13 points below.
     assert res["fp32"] > 15.0, res["fp32"]
     for method, acc in res["ptq"].items():
         assert abs(acc - res["fp32"]) <= 4.0, (method, acc, res["fp32"])
     assert abs(res["qat"] - res["fp32"]) <= 4.0, (res["qat"], res["fp32"])
-    assert abs(res["ort_int8"] - res["qat"]) <= 0.3, (res["ort_int8"], res["qat"])  # at most 3 images differ
+    for key in ("fp8_ptq", "fp8_qat"):
+        assert abs(res[key] - res["fp32"]) <= 4.0, (key, res[key], res["fp32"])
     for key in ("w4a8_ptq", "w4a8_qat"):
         assert abs(res[key] - res["fp32"]) <= 6.0, (key, res[key], res["fp32"])
+    for ort_key, torch_key in (("ort_int8", "qat"), ("ort_fp8", "fp8_qat"), ("ort_w4a8", "w4a8_qat")):
+        assert abs(res[ort_key] - res[torch_key]) <= 0.3, (ort_key, res[ort_key], res[torch_key])  # <= 3 images
+
+    # The FP8 file is opset 19 with FLOAT8E4M3FN zero points, the w4a8 one opset 21 with INT4 weights.
+    for key, opset, zp_type in (("onnx_fp8", 19, onnx.TensorProto.FLOAT8E4M3FN),
+                                ("onnx_w4a8", 21, onnx.TensorProto.INT4)):
+        model = onnx.load(res[key])
+        onnx.checker.check_model(model, full_check=True)
+        assert model.opset_import[0].version == opset, key
+        types = {t.name: t.data_type for t in model.graph.initializer}
+        types.update({n.output[0]: n.attribute[0].t.data_type for n in model.graph.node if n.op_type == "Constant"})
+        assert zp_type in {types[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"}, key
 
     # The QDQ ONNX model passes the checker and carries Q/DQ pairs.
     model = onnx.load(res["onnx"])

@@ -8,14 +8,15 @@ descriptors.
 import copy
 
 from .. import nn as quant_nn
-from ..tensor_quant import QuantDescriptor
+from ..tensor_quant import E4M3, QuantDescriptor
 from .model import Add
 
-__all__ = ["quantize"]
+__all__ = ["quantize", "E4M3"]
 
 
 def quantize(float_model, weight_bits=8, act_bits=8):
-    """A quantized deep copy of float_model: weight_bits per-channel weights, act_bits per-tensor inputs."""
+    """A quantized deep copy of float_model: weight_bits per-channel weights, act_bits per-tensor inputs
+    (bits: an int, or E4M3 = (4, 3) for FP8 E4M3)."""
     model = copy.deepcopy(float_model)
     desc_in = QuantDescriptor(num_bits=act_bits)
     desc_w = QuantDescriptor(num_bits=weight_bits, axis=(0,))

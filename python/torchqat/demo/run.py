@@ -1,5 +1,6 @@
 """The whole flow on Fashion-MNIST: float training -> PTQ (max, entropy, percentile, mse) -> QAT ->
-QDQ ONNX -> ONNX Runtime, then one table and one figure.
+QDQ ONNX -> ONNX Runtime, the same for FP8 E4M3 and for 4-bit weights (w4a8), then one table and one
+figure.
 
     python -m torchqat.demo [--epochs 4] [--qat-epochs 1] [--device auto|cpu|cuda] [--out DIR] ...
 """
@@ -13,9 +14,9 @@ import time
 
 import torch
 
-from . import data, report, train
+from . import data, onnx_run, report, train
 from .model import FashionResNet, count_parameters
-from .quantize import quantize
+from .quantize import E4M3, quantize
 
 __all__ = ["main", "parse_args"]
 
@@ -27,9 +28,10 @@ def parse_args(argv=None):
         prog="python -m torchqat.demo",
         description="torchqat end to end on Fashion-MNIST: trains a small ResNet (or reuses the cached one), "
                     "calibrates it (max, entropy, percentile, mse), fine-tunes it with QAT, exports QDQ ONNX, "
-                    "runs it in ONNX Runtime, and prints one table (also a 4-bit-weight PTQ vs QAT pair).")
+                    "runs it in ONNX Runtime, does the same (max calibration) for FP8 E4M3 (opset 19) and for 4-bit "
+                    "weights with 8-bit activations (w4a8, opset 21), and prints one table.")
     p.add_argument("--epochs", type=int, default=None, help="float training epochs (default 4; 1 with --quick)")
-    p.add_argument("--qat-epochs", type=int, default=1, help="8-bit QAT fine-tuning epochs (default 1)")
+    p.add_argument("--qat-epochs", type=int, default=1, help="QAT fine-tuning epochs of int8 and FP8 (default 1)")
     p.add_argument("--lowbit-qat-epochs", type=int, default=None,
                    help="QAT epochs of the 4-bit-weight setting (default 2; 1 with --quick)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -202,7 +204,20 @@ def main(argv=None):
     timings["onnx"] = time.perf_counter() - t
     _log(f"ONNX Runtime int8: {ort_acc:.2f}%")
 
-    # 5. low bit: 4-bit per-channel weights, 8-bit activations ------------------------------------------
+    # 5. FP8 E4M3 weights (per channel) and activations: max calibration, QAT, opset-19 ONNX ---------
+    t = time.perf_counter()
+    fp8 = quantize(fp32_model, weight_bits=E4M3, act_bits=E4M3).to(device)
+    tq_calib.calibrate(fp8, calib_data(), method="max", num_batches=args.calib_batches, progress=show)
+    fp8_ptq = evaluate(fp8, "eval PTQ fp8")
+    if args.qat_epochs > 0:
+        qat(fp8, args.qat_epochs, 1e-3, "QAT fp8", 30)
+    fp8_qat = evaluate(fp8, "eval QAT fp8")
+    fp8_path = os.path.join(args.out, "fashion_resnet_fp8_qdq.onnx")
+    fp8_ort = _ort_accuracy(fp8, "fp8", 19, fp8_path, x_test, y_test, eval_bs, show)
+    timings["fp8"] = time.perf_counter() - t
+    _log(f"FP8 E4M3 PTQ {fp8_ptq:.2f}%  QAT {fp8_qat:.2f}%  ONNX Runtime {fp8_ort:.2f}%")
+
+    # 6. low bit: 4-bit per-channel weights, 8-bit activations; opset-21 ONNX (INT4 weights) ----------
     t = time.perf_counter()
     lowbit = quantize(fp32_model, weight_bits=4).to(device)
     act_method = best
@@ -211,10 +226,12 @@ def main(argv=None):
     if args.lowbit_qat_epochs > 0:
         qat(lowbit, args.lowbit_qat_epochs, 5e-3, "QAT w4a8", 20)
     w4_qat = evaluate(lowbit, "eval QAT w4a8")
+    w4_path = os.path.join(args.out, "fashion_resnet_w4a8_qdq.onnx")
+    w4_ort = _ort_accuracy(lowbit, "w4a8", 21, w4_path, x_test, y_test, eval_bs, show)
     timings["lowbit"] = time.perf_counter() - t
-    _log(f"w4a8 PTQ {w4_ptq:.2f}%  QAT {w4_qat:.2f}%")
+    _log(f"w4a8 PTQ {w4_ptq:.2f}%  QAT {w4_qat:.2f}%  ONNX Runtime {w4_ort:.2f}%")
 
-    # 6. one table, one figure --------------------------------------------------------------------------
+    # 7. one table, one figure --------------------------------------------------------------------------
     def d(acc):
         return f"{acc - fp32_acc:+.2f}"
 
@@ -232,8 +249,15 @@ def main(argv=None):
     rows.append(("ONNX Runtime int8", f"{ort_acc:.2f} %", d(ort_acc),
                  f"QDQ ONNX of the QAT model, {ort_acc - qat_acc:+.2f} vs PyTorch fake quant"))
     rows.append(None)
+    rows.append(("PTQ fp8", f"{fp8_ptq:.2f} %", d(fp8_ptq), "E4M3 weights (per channel) and activations, max"))
+    rows.append(("QAT fp8", f"{fp8_qat:.2f} %", d(fp8_qat), f"{args.qat_epochs} epoch(s), SGD 1e-3 cosine"))
+    rows.append(("ONNX Runtime fp8", f"{fp8_ort:.2f} %", d(fp8_ort),
+                 f"opset 19 FLOAT8E4M3FN QDQ of QAT fp8, {fp8_ort - fp8_qat:+.2f} vs fake quant"))
+    rows.append(None)
     rows.append(("PTQ w4a8", f"{w4_ptq:.2f} %", d(w4_ptq), f"4-bit per-channel weights, 8-bit act ({act_method})"))
     rows.append(("QAT w4a8", f"{w4_qat:.2f} %", d(w4_qat), f"{args.lowbit_qat_epochs} epoch(s), PyTorch fake quant"))
+    rows.append(("ONNX Runtime w4a8", f"{w4_ort:.2f} %", d(w4_ort),
+                 f"opset 21 INT4-weight QDQ of QAT w4a8, {w4_ort - w4_qat:+.2f} vs fake quant"))
     rows.append(None)
     rows.append(("ONNX file size", f"{onnx_bytes / 1024:.0f} KiB", "", os.path.basename(onnx_path)))
     rows.append((f"latency, batch {eval_bs}", f"{lat_torch:.1f} ms", "", "PyTorch FP32, CPU"))
@@ -246,46 +270,30 @@ def main(argv=None):
 
     plot_path = os.path.join(args.out, "torchqat_demo.png")
     accs = [("FP32", fp32_acc)] + [(f"PTQ int8 {m}", ptq[m]) for m in PTQ_METHODS] + [("PTQ int8 auto", ptq_auto)] + [
-        ("QAT int8", qat_acc), ("ORT int8", ort_acc), ("PTQ w4a8", w4_ptq), ("QAT w4a8", w4_qat)]
+        ("QAT int8", qat_acc), ("ORT int8", ort_acc), ("PTQ fp8", fp8_ptq), ("QAT fp8", fp8_qat), ("ORT fp8", fp8_ort),
+        ("PTQ w4a8", w4_ptq), ("QAT w4a8", w4_qat), ("ORT w4a8", w4_ort)]
     report.save_plot(plot_path, amax_by_method, accs, fp32_acc,
                      annotations={"auto": [auto_choices.get(n, "") for n, _ in amax_by_method["auto"]]})
     results = {"fp32": fp32_acc, "ptq": ptq, "best_ptq_method": best, "ptq_auto": ptq_auto,
                "auto_choices": auto_choices, "qat": qat_acc, "ort_int8": ort_acc,
-               "w4a8_ptq": w4_ptq, "w4a8_qat": w4_qat, "onnx_bytes": onnx_bytes, "latency_ms_torch_fp32": lat_torch,
+               "fp8_ptq": fp8_ptq, "fp8_qat": fp8_qat, "ort_fp8": fp8_ort, "onnx_fp8": fp8_path,
+               "w4a8_ptq": w4_ptq, "w4a8_qat": w4_qat, "ort_w4a8": w4_ort, "onnx_w4a8": w4_path,
+               "onnx_bytes": onnx_bytes, "latency_ms_torch_fp32": lat_torch,
                "latency_ms_ort_int8": lat_ort, "latency_batch": eval_bs, "device": str(device),
                "checkpoint": ckpt_path, "onnx": onnx_path, "plot": plot_path, "seconds": total,
                "step_seconds": timings, "args": vars(args)}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    print(f"\nwrote {onnx_path}, {plot_path} and results.json in {args.out}")
+    print(f"\nwrote {', '.join(os.path.basename(p) for p in (onnx_path, fp8_path, w4_path))}, "
+          f"{os.path.basename(plot_path)} and results.json in {args.out}")
     return results
 
 
 def _onnx_step(args, qmodel, fp32_model, onnx_path, x_test, y_test, eval_bs, show):
-    """Exports the QAT model as QDQ ONNX, checks it, and evaluates and times it in ONNX Runtime (CPU)."""
-    import onnx
-    import onnxruntime as ort
-
-    from .. import onnx as tq_onnx
-
-    cpu_model = copy.deepcopy(qmodel).cpu().eval()
-    dummy = x_test[:1].clone()
-    tq_onnx.export(cpu_model, (dummy,), onnx_path, opset_version=13, input_names=["image"],
-                   output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
-    onnx.checker.check_model(onnx.load(onnx_path), full_check=True)
-    onnx_bytes = os.path.getsize(onnx_path)
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = torch.get_num_threads()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-    in_name = sess.get_inputs()[0].name
-
-    def run(xb):
-        return sess.run(None, {in_name: xb})[0]
-
-    ort_acc = train.predict_batches(run, x_test, y_test, batch_size=eval_bs, desc="eval ONNX Runtime",
-                                    show_progress=show)
+    """Exports the int8 QAT model as QDQ ONNX, checks it, and evaluates and times it in ONNX Runtime (CPU)."""
+    onnx_bytes = onnx_run.export(qmodel, x_test[:1].clone(), onnx_path, opset_version=13)
+    run = onnx_run.session(onnx_path, onnx_run.OPTIMIZATION["int8"])
+    ort_acc = onnx_run.evaluate(run, x_test, y_test, eval_bs, "eval ONNX Runtime int8", show)
     xb = x_test[:eval_bs].contiguous()
     xb_np = xb.numpy()
     repeats = 3 if args.quick else 20
@@ -294,6 +302,13 @@ def _onnx_step(args, qmodel, fp32_model, onnx_path, x_test, y_test, eval_bs, sho
     with torch.no_grad():
         lat_torch = train.time_per_batch(lambda: fp32_cpu(xb), repeats=repeats)
     return ort_acc, onnx_bytes, lat_torch, lat_ort
+
+
+def _ort_accuracy(model, fmt, opset_version, onnx_path, x_test, y_test, eval_bs, show):
+    """ONNX Runtime accuracy of model exported as QDQ ONNX at opset_version (fmt: a key of onnx_run.OPTIMIZATION)."""
+    onnx_run.export(model, x_test[:1].clone(), onnx_path, opset_version=opset_version)
+    run = onnx_run.session(onnx_path, onnx_run.OPTIMIZATION[fmt])
+    return onnx_run.evaluate(run, x_test, y_test, eval_bs, f"eval ONNX Runtime {fmt}", show)
 
 
 if __name__ == "__main__":
