@@ -32,6 +32,20 @@ void check_unique(const std::vector<std::string>& inputs, const std::vector<std:
   }
 }
 
+// The opset the quantizers need: 21 (IR 10) with INT4 weights, else 19 (IR 9) with FP8 E4M3,
+// else 13; raised with a warning naming the first quantizer, as Python's torchqat.onnx.export.
+void raise_opset(detail::Model& model, const detail::ModuleInfo& info) {
+  const bool int4 = !info.int4_quantizers.empty();
+  const auto& paths = int4 ? info.int4_quantizers : info.fp8_quantizers;
+  if (paths.empty()) return;
+  model.opset_version = int4 ? kInt4OpsetVersion : kFp8OpsetVersion;
+  model.ir_version = int4 ? kInt4IrVersion : kFp8IrVersion;
+  const std::string more = paths.size() > 1 ? " and " + std::to_string(paths.size() - 1) + " more" : "";
+  TORCH_WARN("torchqat::onnx::export_model: ", int4 ? "INT4" : "FP8 E4M3", " quantizers ('", paths.front(), "'",
+             more, ") need QuantizeLinear to ", int4 ? "INT4" : "FLOAT8E4M3FN", ", so the model is exported at opset ",
+             model.opset_version, " instead of ", kOpsetVersion);
+}
+
 }  // namespace
 
 namespace detail {
@@ -57,10 +71,7 @@ Model build_model(const std::shared_ptr<torch::nn::Module>& module, const Forwar
 
   detail::Model model =
       detail::translate_graph(*graph, info, input_names, output_names, options.dynamic_batch());
-  if (info.has_fp8) {
-    model.opset_version = kFp8OpsetVersion;
-    model.ir_version = kFp8IrVersion;
-  }
+  raise_opset(model, info);
   model.producer_name = "torchqat";
   model.producer_version = TORCHQAT_VERSION;
   model.graph_name = "torchqat_export";

@@ -137,6 +137,17 @@ std::string GraphBuilder::add_initializer(const at::Tensor& t, const std::string
   return model_.initializers.back().name;
 }
 
+std::string GraphBuilder::add_raw_initializer(DataType dtype, std::vector<int64_t> dims, std::string raw_data,
+                                              const std::string& base_name) {
+  OnnxTensor init;
+  init.name = unique_name(base_name);
+  init.dtype = dtype;
+  init.dims = std::move(dims);
+  init.raw_data = std::move(raw_data);
+  model_.initializers.push_back(std::move(init));
+  return model_.initializers.back().name;
+}
+
 std::string GraphBuilder::add_int64s(const std::vector<int64_t>& values, const std::string& base_name) {
   return add_initializer(at::tensor(values, at::kLong), base_name);
 }

@@ -50,6 +50,9 @@ class GraphBuilder {
   std::string unique_name(const std::string& base);
   void reserve_name(const std::string& name);
   std::string add_initializer(const at::Tensor& t, const std::string& base_name);
+  // An initializer of a type torch has no tensors of (INT4 / UINT4), already serialized.
+  std::string add_raw_initializer(DataType dtype, std::vector<int64_t> dims, std::string raw_data,
+                                  const std::string& base_name);
   std::string add_int64s(const std::vector<int64_t>& values, const std::string& base_name);
   std::string add_float_scalar(float value, const std::string& base_name);
   // Appends a node and returns its outputs' names (fresh, derived from the op type).

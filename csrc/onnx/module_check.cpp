@@ -56,7 +56,8 @@ bool is_user_container(const Module& m) {
 
 std::string shown(const std::string& path) { return path.empty() ? std::string("<root>") : path; }
 
-void check_quantizer(const TensorQuantizerImpl& q, const std::string& path, ModuleInfo& info) {
+// is_weight: q is the weight quantizer of a quantized layer (QuantMixin::weight_quantizer).
+void check_quantizer(const TensorQuantizerImpl& q, const std::string& path, bool is_weight, ModuleInfo& info) {
   const std::string where = "torchqat::onnx::export_model: quantizer '" + shown(path) + "'";
   if (q.disabled()) return;
   TORCH_CHECK(!q.calib_enabled(), where,
@@ -64,9 +65,15 @@ void check_quantizer(const TensorQuantizerImpl& q, const std::string& path, Modu
   if (!q.quant_enabled()) return;
   TORCH_CHECK_VALUE(q.desc().fake_quant(), where,
                     " does real quantization (fake_quant=false); only fake-quant quantizers export to Q/DQ");
-  if (q.desc().is_e4m3()) info.has_fp8 = true;
-  TORCH_CHECK_VALUE(q.desc().is_e4m3() || q.num_bits() == 8, where, " has num_bits=", q.num_bits(),
-                    "; opset 13 QuantizeLinear is int8/uint8 only: use 8 bits or disable it");
+  const bool int4 = !q.desc().is_e4m3() && q.num_bits() == 4;
+  TORCH_CHECK_VALUE(!int4 || is_weight, where,
+                    " has num_bits=4: INT4 Q/DQ exports for weight quantizers only (TensorRT's INT4 is weight-only); "
+                    "use 8 bits or FP8 for activations");
+  TORCH_CHECK_VALUE(q.desc().is_e4m3() || q.num_bits() == 8 || int4, where, " has num_bits=", q.num_bits(),
+                    "; QuantizeLinear is int8/uint8 (opset 13), FP8 E4M3 (opset 19) or INT4 for weights (opset "
+                    "21): use 8 bits or disable it");
+  if (q.desc().is_e4m3()) info.fp8_quantizers.push_back(shown(path));
+  if (int4) info.int4_quantizers.push_back(shown(path));
   TORCH_CHECK_VALUE(q.has_amax(), where, " has no amax (uncalibrated); calibrate it or disable it");
   at::Tensor a = q.amax().detach().to(at::kCPU, at::kFloat);
   if (q.desc().scale_amax()) a = a * *q.desc().scale_amax();
@@ -86,9 +93,9 @@ void check_tensor(const at::Tensor& t, const std::string& name, const char* what
   info.tensor_names.emplace(t.data_ptr(), name);
 }
 
-void walk(const Module& m, const std::string& path, ModuleInfo& info) {
+void walk(const Module& m, const std::string& path, bool is_weight, ModuleInfo& info) {
   if (const auto* q = dynamic_cast<const TensorQuantizerImpl*>(&m)) {
-    check_quantizer(*q, path, info);
+    check_quantizer(*q, path, is_weight, info);
     return;
   }
   // Checked before the QuantMixin test below: a QuantLSTMCell is one, but its forward has no translation.
@@ -102,8 +109,11 @@ void walk(const Module& m, const std::string& path, ModuleInfo& info) {
   TORCH_CHECK_VALUE(known, "torchqat::onnx::export_model: module '", shown(path), "' of type ", type_name(m),
                     " is not supported; supported are torchqat's quantized modules, torch::nn containers, user modules "
                     "made of children, and the torch::nn layers listed in torchqat/onnx/export.h");
+  const auto* mixin = dynamic_cast<const nn::QuantMixin*>(&m);
+  const Module* weight_quantizer = mixin ? mixin->weight_quantizer().get() : nullptr;
   for (const auto& child : m.named_children()) {
-    walk(*child.value(), path.empty() ? child.key() : path + "." + child.key(), info);
+    walk(*child.value(), path.empty() ? child.key() : path + "." + child.key(),
+         weight_quantizer != nullptr && child.value().get() == weight_quantizer, info);
   }
 }
 
@@ -111,7 +121,7 @@ void walk(const Module& m, const std::string& path, ModuleInfo& info) {
 
 ModuleInfo check_module(const Module& root) {
   ModuleInfo info;
-  walk(root, "", info);
+  walk(root, "", /*is_weight=*/false, info);
   // Names are taken after the walk so that a tensor registered twice keeps its first name.
   for (const auto& p : root.named_parameters(/*recurse=*/true)) check_tensor(p.value(), p.key(), "parameter", info);
   for (const auto& b : root.named_buffers(/*recurse=*/true)) check_tensor(b.value(), b.key(), "buffer", info);

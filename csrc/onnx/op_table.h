@@ -21,7 +21,10 @@ void add_layer_ops(OpTable& table);        // ops_layers.cpp: convolution, linea
 void add_pooling_ops(OpTable& table);      // ops_pooling.cpp: max, average, adaptive average
 void add_elementwise_ops(OpTable& table);  // ops_elementwise.cpp: activations, add / sub / mul / div
 void add_shape_ops(OpTable& table);        // ops_shape.cpp: flatten, reshape, transpose, cat, upsample, no-ops
-void add_qdq_ops(OpTable& table);          // qdq.cpp: torchqat::fake_quant
+void add_qdq_ops(OpTable& table);          // qdq.cpp: torchqat::fake_quant, fake_quant_e4m3
+// Whether kind is a quantizer op (qdq.cpp): never folded, its Q/DQ pair on a constant weight is
+// what TensorRT reads the weight's scale from.
+bool is_quantizer_op(const std::string& kind);
 
 // Helpers the groups share.
 inline Attribute ints_attr(std::string name, std::vector<int64_t> v) { return {std::move(name), std::move(v)}; }

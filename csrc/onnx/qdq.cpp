@@ -1,5 +1,6 @@
 // torchqat::fake_quant(x, amax, num_bits, unsigned, narrow_range, axis) -> QuantizeLinear ->
-// DequantizeLinear, the rules of DESIGN.md's Export bullet and of Python's symbolic.py; and
+// DequantizeLinear, the rules of DESIGN.md's Export bullet and of Python's symbolic.py (int8 /
+// uint8 zero points, or INT4 / UINT4 for 4-bit weights, opset 21); and
 // torchqat::fake_quant_e4m3(x, amax, axis) -> the same pair with a FLOAT8E4M3FN zero point.
 #include <ATen/ATen.h>
 
@@ -36,12 +37,19 @@ int64_t channel_axis(const Node& n, const at::Tensor& amax, std::optional<int64_
   return inferred;
 }
 
+// The serialized zeros of a zero point of `numel` elements of type t (4-bit types pack two per byte).
+std::string zeros(DataType t, int64_t numel) {
+  const bool packed = t == DataType::kInt4 || t == DataType::kUInt4;
+  return std::string(static_cast<size_t>(packed ? (numel + 1) / 2 : numel), '\0');
+}
+
 // The scale and zero point initializers of one amax (made once: a shared quantizer has one).
-// bound: 127, 255 (unsigned) or 448 (FP8); zp_type: int8, uint8 or float8_e4m3fn.
+// bound: 127, 255 (unsigned), 7 / 15 (4 bits) or 448 (FP8); zp_type: int8, uint8, INT4, UINT4 or
+// FLOAT8E4M3FN.
 std::pair<std::string, std::string> scale_and_zero_point(GraphBuilder& g, const at::Tensor& amax, float bound,
-                                                         at::ScalarType zp_type, bool per_channel) {
+                                                         DataType zp_type, bool per_channel) {
   const std::string key = "qdq-params:" + std::to_string(reinterpret_cast<uintptr_t>(amax.data_ptr())) + ":" +
-                          c10::toString(zp_type) + (per_channel ? ":c" : ":t");
+                          std::to_string(static_cast<int32_t>(zp_type)) + (per_channel ? ":c" : ":t");
   if (const std::string* cached = g.cached(key)) {
     const auto sep = cached->find('\n');
     return {cached->substr(0, sep), cached->substr(sep + 1)};
@@ -54,16 +62,16 @@ std::pair<std::string, std::string> scale_and_zero_point(GraphBuilder& g, const 
   at::Tensor scale = amax.detach().to(at::kCPU, at::kFloat).flatten() / bound;
   scale = at::where(scale < kMinNormalFloat, at::full_like(scale, kZeroAmaxScale), scale);
   if (!per_channel) scale = scale.reshape({});
-  const at::Tensor zero_point = at::zeros(scale.sizes(), at::TensorOptions().dtype(zp_type));
-  std::pair<std::string, std::string> names{g.add_initializer(scale, base + ".scale"),
-                                            g.add_initializer(zero_point, base + ".zero_point")};
+  std::pair<std::string, std::string> names{
+      g.add_initializer(scale, base + ".scale"),
+      g.add_raw_initializer(zp_type, scale.sizes().vec(), zeros(zp_type, scale.numel()), base + ".zero_point")};
   g.cache(key, names.first + "\n" + names.second);
   return names;
 }
 
 // The Q/DQ pair of x with the amax constant (checked finite and >= 0).
 void emit_qdq(const Node& n, GraphBuilder& g, const at::Tensor& amax, std::optional<int64_t> axis, float bound,
-              at::ScalarType zp_type) {
+              DataType zp_type) {
   const Value* x = n.input(0);
   const at::Tensor a = amax.detach().to(at::kCPU, at::kFloat);
   TORCH_CHECK_VALUE(at::isfinite(a).all().item<bool>() && a.min().item<float>() >= 0.0f, GraphBuilder::where(n),
@@ -97,25 +105,41 @@ const at::Tensor& amax_of(const Node& n, GraphBuilder& g) {
 void fake_quant_e4m3(const Node& n, GraphBuilder& g) {
   const std::optional<int64_t> axis =
       g.is_none(n.input(2)) ? std::nullopt : std::optional<int64_t>(g.constant_int(n.input(2), "axis"));
-  emit_qdq(n, g, amax_of(n, g), axis, 448.0f, at::kFloat8_e4m3fn);
+  emit_qdq(n, g, amax_of(n, g), axis, 448.0f, DataType::kFloat8E4M3FN);
 }
 
 void fake_quant(const Node& n, GraphBuilder& g) {
   const at::Tensor& amax = amax_of(n, g);
   const int64_t num_bits = g.constant_int(n.input(2), "num_bits");
-  TORCH_CHECK_VALUE(num_bits == 8, GraphBuilder::where(n), ": num_bits=", num_bits,
-                    "; opset 13 QuantizeLinear is int8/uint8 only");
+  // 4 bits: the weight quantizers module_check let through (INT4 weights, opset 21).
+  TORCH_CHECK_VALUE(num_bits == 8 || num_bits == 4, GraphBuilder::where(n), ": num_bits=", num_bits,
+                    "; QuantizeLinear is int8/uint8, or INT4 for weights");
   const bool is_unsigned = g.constant_bool(n.input(3), "unsigned");
   const std::optional<int64_t> axis =
       g.is_none(n.input(5)) ? std::nullopt : std::optional<int64_t>(g.constant_int(n.input(5), "axis"));
-  emit_qdq(n, g, amax, axis, is_unsigned ? 255.0f : 127.0f, is_unsigned ? at::kByte : at::kChar);
+  const float bound = static_cast<float>((int64_t{1} << (num_bits - 1 + (is_unsigned ? 1 : 0))) - 1);
+  const DataType zp_type = num_bits == 4 ? (is_unsigned ? DataType::kUInt4 : DataType::kInt4)
+                                         : (is_unsigned ? DataType::kUInt8 : DataType::kInt8);
+  emit_qdq(n, g, amax, axis, bound, zp_type);
 }
+
+// The quantizer ops: each becomes a Q/DQ pair, also on a constant (a weight).
+const std::pair<const char*, Translator> kQuantizerOps[] = {
+    {"torchqat::fake_quant", fake_quant},
+    {"torchqat::fake_quant_e4m3", fake_quant_e4m3},
+};
 
 }  // namespace
 
+bool is_quantizer_op(const std::string& kind) {
+  for (const auto& op : kQuantizerOps) {
+    if (kind == op.first) return true;
+  }
+  return false;
+}
+
 void add_qdq_ops(OpTable& t) {
-  t["torchqat::fake_quant"] = fake_quant;
-  t["torchqat::fake_quant_e4m3"] = fake_quant_e4m3;
+  for (const auto& op : kQuantizerOps) t[op.first] = op.second;
 }
 
 }  // namespace torchqat::onnx::detail

@@ -19,10 +19,10 @@ bool all_inputs_constant(const Node& n, const GraphBuilder& g) {
 }
 
 // Nodes computed now rather than exported: those whose inputs are all constants (shape
-// arithmetic, a transposed float weight), except the quantizers, whose Q/DQ pair on a constant
-// weight is what TensorRT reads the weight's scale from.
+// arithmetic, a transposed float weight), except the quantizers (int8, INT4 and FP8 alike), whose
+// Q/DQ pair on a constant weight is what TensorRT reads the weight's scale from.
 bool foldable(const Node& n, const GraphBuilder& g) {
-  return n.kind().toQualString() != std::string("torchqat::fake_quant") && n.blocks().empty() &&
+  return !is_quantizer_op(n.kind().toQualString()) && n.blocks().empty() &&
          !n.isNondeterministic() && n.maybeOperator() != nullptr && all_inputs_constant(n, g);
 }
 

@@ -1,5 +1,6 @@
-// torchqat_export_tool OUT_DIR: builds the test model (onnx_test_model.h) with fixed seeds,
-// max-calibrates it on random data and writes
+// torchqat_export_tool OUT_DIR [w4]: builds the test model (onnx_test_model.h) with fixed seeds
+// (with w4: 4-bit per-channel weight quantizers, exported as INT4 at opset 21), max-calibrates it
+// on random data and writes
 //   OUT_DIR/model.pt    torch::save of the module (a TorchScript archive; torch.jit.load reads it)
 //   OUT_DIR/model.onnx  export_model, dynamic batch, input "images", output "logits"
 //   OUT_DIR/io.pt       (input, output) of the C++ fake-quant model, torch.load-able
@@ -14,14 +15,17 @@
 #include "torchqat/onnx/export.h"
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::cerr << "usage: " << argv[0] << " OUT_DIR\n";
+  const bool w4 = argc == 3 && std::string(argv[2]) == "w4";
+  if (argc != 2 && !w4) {
+    std::cerr << "usage: " << argv[0] << " OUT_DIR [w4]\n";
     return 2;
   }
   const std::string out = argv[1];
   try {
     torch::manual_seed(0);
-    torchqat_test::TinyResNet model;
+    torchqat_test::TinyResNet model(
+        w4 ? std::optional<torchqat::QuantDescriptor>(torchqat::QuantDescriptor().num_bits(4).axis(std::vector<int64_t>{0}))
+           : std::nullopt);
     torchqat_test::randomize_batch_norms(*model);
     model->eval();
     std::vector<at::Tensor> batches;

@@ -4,6 +4,7 @@
 // touching every translated layer kind, and max calibration of all its quantizers.
 #include <torch/torch.h>
 
+#include <optional>
 #include <vector>
 
 #include "torchqat/nn/quant_add.h"
@@ -19,14 +20,17 @@ namespace tqnn = torchqat::nn;
 
 // stem: QuantConv2d+BN+ReLU; residual branch: QuantConv2d+BN+SiLU joined by a QuantAdd; then
 // QuantMaxPool2d, nearest Upsample x2, QuantConcat of both scales, global QuantAdaptiveAvgPool2d,
-// Flatten and a QuantLinear head. Input [N, 3, 8, 8], output [N, 10].
+// Flatten and a QuantLinear head. Input [N, 3, 8, 8], output [N, 10]. weight_desc: the descriptor of
+// the three weight quantizers (default: the layers' own, 8-bit per channel).
 struct TinyResNetImpl : torch::nn::Module {
-  TinyResNetImpl() {
+  explicit TinyResNetImpl(std::optional<torchqat::QuantDescriptor> weight_desc = std::nullopt) {
     using namespace torch::nn;
-    stem = register_module("stem", Sequential(tqnn::QuantConv2d(Conv2dOptions(3, 8, 3).padding(1).bias(false)),
-                                              BatchNorm2d(8), ReLU()));
-    branch = register_module("branch", Sequential(tqnn::QuantConv2d(Conv2dOptions(8, 8, 3).padding(1)),
-                                                  BatchNorm2d(8), SiLU()));
+    stem = register_module(
+        "stem", Sequential(tqnn::QuantConv2d(Conv2dOptions(3, 8, 3).padding(1).bias(false), std::nullopt, weight_desc),
+                           BatchNorm2d(8), ReLU()));
+    branch = register_module(
+        "branch", Sequential(tqnn::QuantConv2d(Conv2dOptions(8, 8, 3).padding(1), std::nullopt, weight_desc),
+                             BatchNorm2d(8), SiLU()));
     add = register_module("add", tqnn::QuantAdd());
     pool = register_module("pool", tqnn::QuantMaxPool2d(MaxPool2dOptions(2)));
     up = register_module("up", Upsample(UpsampleOptions().scale_factor(std::vector<double>{2.0, 2.0})
@@ -34,7 +38,7 @@ struct TinyResNetImpl : torch::nn::Module {
     cat = register_module("cat", tqnn::QuantConcat(tqnn::QuantConcatOptions().dim(1)));
     gap = register_module("gap", tqnn::QuantAdaptiveAvgPool2d(AdaptiveAvgPool2dOptions(1)));
     flatten = register_module("flatten", Flatten());
-    fc = register_module("fc", tqnn::QuantLinear(16, 10));
+    fc = register_module("fc", tqnn::QuantLinear(LinearOptions(16, 10), std::nullopt, weight_desc));
   }
 
   at::Tensor forward(const at::Tensor& input) {

@@ -202,6 +202,14 @@ void implicit_export(const std::string& onnx_name, const std::string& header,
                                            dir + "/torchqat_error_table.cache", {}, header);
 }
 
+// export_model of a QuantLinear(2, 2) in a Sequential with these descriptors (each with an amax).
+void export_linear(const torchqat::QuantDescriptor& input, const torchqat::QuantDescriptor& weight) {
+  torch::nn::Sequential m(tqnn::QuantLinear(torch::nn::LinearOptions(2, 2), input, weight));
+  torchqat::onnx::export_model(m, {torch::randn({3, 2})},
+                               (std::filesystem::temp_directory_path() / "torchqat_error_table_linear.onnx").string());
+}
+torchqat::QuantDescriptor with_amax(torchqat::QuantDescriptor d) { return d.amax(std::vector<float>{1.0f}); }
+
 const std::map<std::string, std::function<void()>>& cases() {
   static const std::map<std::string, std::function<void()>> c = {
       {"E230", [] { calibrate_tiny(torchqat::CalibrateOptions().method("kl")); }},
@@ -210,6 +218,8 @@ const std::map<std::string, std::function<void()>>& cases() {
       {"E256", [] { implicit_export("", torchqat::onnx::kDefaultCacheHeader); }},
       {"E257", [] { implicit_export("torchqat_error_table.onnx", "TRT-8XXX\nEntropyCalibration2"); }},
       {"E258", [] { implicit_export("torchqat_error_table.onnx", torchqat::onnx::kDefaultCacheHeader, {1, 2}); }},
+      {"E260", [] { export_linear(with_amax(QuantDescriptor()), with_amax(QuantDescriptor().num_bits(4))); }},
+      {"E261", [] { export_linear(with_amax(QuantDescriptor().num_bits(4)), with_amax(QuantDescriptor())); }},
       {"E232",
        [] {
          torch::nn::Sequential m(torch::nn::Linear(2, 2));

@@ -347,7 +347,11 @@ TEST_CASE("export_model errors name the quantizer, module or op", "[onnx]") {
     torch::nn::Sequential net(tqnn::QuantConv2d(torch::nn::Conv2dOptions(3, 4, 3),
                                                 torchqat::QuantDescriptor().num_bits(4).amax(std::vector<float>{1.0f}),
                                                 torchqat::QuantDescriptor().amax(std::vector<float>{1.0f})));
-    require_export_error(net, x, {"0._input_quantizer", "num_bits=4"});
+    require_export_error(net, x, {"0._input_quantizer", "num_bits=4", "weight quantizers only"});
+    torch::nn::Sequential six(tqnn::QuantConv2d(torch::nn::Conv2dOptions(3, 4, 3),
+                                                torchqat::QuantDescriptor().amax(std::vector<float>{1.0f}),
+                                                torchqat::QuantDescriptor().num_bits(6).amax(std::vector<float>{1.0f})));
+    require_export_error(six, x, {"0._weight_quantizer", "num_bits=6"});
   }
   SECTION("a NaN, infinite or negative amax") {
     for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), -1.0f}) {
@@ -403,4 +407,79 @@ TEST_CASE("export_model: FP8 E4M3 quantizers give FLOAT8E4M3FN Q/DQ at opset 19"
   torch::nn::Sequential int8(torchqat::TensorQuantizer(torchqat::QuantDescriptor().amax(std::vector<float>{2.0f})),
                              torch::nn::Linear(4, 3));
   REQUIRE(export_and_read(int8, {torch::randn({2, 4})}).opset_version == 13);
+}
+
+TEST_CASE("export_model: FP8 weight quantizers keep their Q/DQ pair on the weight initializer", "[onnx][fp8]") {
+  // A quantizer of a constant (the weight) is never folded into a fake-quantized fp32 weight.
+  torch::manual_seed(0);
+  tqnn::QuantLinear fc(torch::nn::LinearOptions(4, 3), torchqat::quant_desc_e4m3_per_tensor(),
+                       torchqat::quant_desc_e4m3_per_tensor().axis(std::vector<int64_t>{0}));
+  torchqat_test::calibrate(fc, {torch::randn({8, 4})});
+  const Model m = export_and_read(fc, {torch::randn({2, 4})});
+  const auto qs = q_nodes_of(m, "_weight_quantizer");
+  REQUIRE(qs.size() == 1);
+  REQUIRE(qs[0]->inputs.at(0) == "weight");
+  REQUIRE(int_attribute(*qs[0], "axis") == 0);
+  REQUIRE(initializer(m, qs[0]->inputs.at(2)).dtype == DataType::kFloat8E4M3FN);
+  REQUIRE(floats(initializer(m, "weight")) ==
+          std::vector<float>(fc->weight.data_ptr<float>(), fc->weight.data_ptr<float>() + fc->weight.numel()));
+}
+
+TEST_CASE("export_model: 4-bit weight quantizers give INT4 Q/DQ at opset 21", "[onnx][int4]") {
+  torch::manual_seed(0);
+  TinyResNet model(torchqat::QuantDescriptor().num_bits(4).axis(std::vector<int64_t>{0}));
+  torchqat_test::randomize_batch_norms(*model);
+  model->eval();
+  torchqat_test::calibrate(model, {torch::randn({4, 3, 8, 8}), torch::randn({4, 3, 8, 8})});
+  const Model m = export_and_read(model, {torch::randn({2, 3, 8, 8})});
+  REQUIRE(m.opset_version == tqo::kInt4OpsetVersion);
+  REQUIRE(m.ir_version == tqo::kInt4IrVersion);
+  REQUIRE(count(m, "QuantizeLinear") == 12);  // nothing folded away: the same pairs as at 8 bits
+
+  const std::map<std::string, torchqat::TensorQuantizer> weights{
+      {"stem.0", model->stem[0]->as<tqnn::QuantConv2d>()->weight_quantizer()},
+      {"branch.0", model->branch[0]->as<tqnn::QuantConv2d>()->weight_quantizer()},
+      {"fc", model->fc->weight_quantizer()}};
+  for (const auto& [layer, quantizer] : weights) {
+    INFO(layer);
+    const auto qs = q_nodes_of(m, layer + "._weight_quantizer");
+    REQUIRE(qs.size() == 1);
+    // The Q reads the fp32 weight initializer itself, per output channel.
+    REQUIRE(qs[0]->inputs.at(0) == layer + ".weight");
+    REQUIRE(initializer(m, layer + ".weight").dtype == DataType::kFloat);
+    REQUIRE(int_attribute(*qs[0], "axis") == 0);
+    const auto scale = floats(initializer(m, qs[0]->inputs.at(1)));
+    const auto amax = quantizer->amax().flatten();
+    REQUIRE(scale.size() == static_cast<size_t>(amax.numel()));
+    for (size_t i = 0; i < scale.size(); ++i) REQUIRE(scale[i] == amax[i].item<float>() / 7.0f);
+    // INT4 zeros of the scale's shape, packed two per byte.
+    const auto& zp = initializer(m, qs[0]->inputs.at(2));
+    REQUIRE(zp.dtype == DataType::kInt4);
+    REQUIRE(zp.dims == initializer(m, qs[0]->inputs.at(1)).dims);
+    REQUIRE(zp.raw_data == std::string((scale.size() + 1) / 2, '\0'));
+    const OnnxNode* dq = nodes_of(m, "DequantizeLinear").at(0);
+    for (const auto* d : nodes_of(m, "DequantizeLinear")) {
+      if (d->inputs.at(0) == qs[0]->outputs.at(0)) dq = d;
+    }
+    REQUIRE(dq->inputs.at(0) == qs[0]->outputs.at(0));
+    REQUIRE(dq->inputs.at(2) == qs[0]->inputs.at(2));
+  }
+  // The activations stay int8.
+  for (const auto* q : q_nodes_of(m, "stem.0._input_quantizer")) {
+    REQUIRE(initializer(m, q->inputs.at(2)).dtype == DataType::kInt8);
+  }
+
+  SECTION("unsigned 4-bit weights: UINT4, scale amax / 15") {
+    tqnn::QuantLinear fc(torch::nn::LinearOptions(4, 3), std::nullopt,
+                         torchqat::QuantDescriptor().num_bits(4).is_unsigned(true).axis(std::vector<int64_t>{0}));
+    {
+      torch::NoGradGuard no_grad;
+      fc->weight.abs_();
+    }
+    torchqat_test::calibrate(fc, {torch::rand({8, 4})});
+    const Model u = export_and_read(fc, {torch::rand({2, 4})});
+    const auto* q = q_nodes_of(u, "_weight_quantizer").at(0);
+    REQUIRE(initializer(u, q->inputs.at(2)).dtype == DataType::kUInt4);
+    REQUIRE(floats(initializer(u, q->inputs.at(1)))[0] == fc->weight_quantizer()->amax().flatten()[0].item<float>() / 15.0f);
+  }
 }

@@ -12,13 +12,21 @@
 namespace torchqat::onnx::detail {
 
 // The onnx.TensorProto.DataType values the exporter writes.
-enum class DataType : int32_t { kFloat = 1, kUInt8 = 2, kInt8 = 3, kInt64 = 7, kFloat8E4M3FN = 17 };
+enum class DataType : int32_t {
+  kFloat = 1,
+  kUInt8 = 2,
+  kInt8 = 3,
+  kInt64 = 7,
+  kFloat8E4M3FN = 17,
+  kUInt4 = 21,  // two elements per byte, the first in the low nibble (opset 21)
+  kInt4 = 22,
+};
 
 struct OnnxTensor {
   std::string name;
   DataType dtype = DataType::kFloat;
   std::vector<int64_t> dims;
-  std::string raw_data;  // row-major, little-endian
+  std::string raw_data;  // row-major, little-endian; 4-bit types packed two per byte
 };
 
 struct Attribute {

@@ -20,6 +20,10 @@
 //     Same value as torchqat.onnx.ZERO_AMAX_SCALE in Python.
 //   - FP8 E4M3 quantizers (QuantFormat::kE4M3) become the same pair with a FLOAT8E4M3FN zero
 //     point and scale amax / 448; a model with one is written at opset 19 (IR version 9).
+//   - 4-bit weight quantizers (num_bits 4 on a quantized layer's weight, per channel or per
+//     tensor) become the pair with an INT4 zero point (UINT4 unsigned) and scale amax / 7 (15
+//     unsigned) on the fp32 weight initializer; a model with one is written at opset 21 (IR
+//     version 10). Either raise of the opset warns (TORCH_WARN), naming the first such quantizer.
 //   - batch norm exports as BatchNormalization (TensorRT fuses it into the convolution).
 //
 // Modules it takes: containers (Sequential, ModuleList, ModuleDict, and user modules made of
@@ -32,7 +36,8 @@
 //
 // Errors (c10::Error, raised before anything is written): a leaf module of another type (its
 // path and type); an enabled quantizer without amax (uncalibrated), in calibration mode, with
-// num_bits != 8, or with a NaN, infinite or negative amax (its module path); a parameter,
+// num_bits other than 8, FP8 E4M3 or (weights only) 4, or with a NaN, infinite or negative amax
+// (its module path); a parameter,
 // buffer or example input that is not float32; an aten op without translation (its name).
 #include <torch/arg.h>
 #include <torch/nn/module.h>
@@ -55,6 +60,9 @@ inline constexpr int64_t kIrVersion = 7;
 // A model with FP8 E4M3 quantizers: QuantizeLinear to FLOAT8E4M3FN needs opset 19 (IR version 9).
 inline constexpr int64_t kFp8OpsetVersion = 19;
 inline constexpr int64_t kFp8IrVersion = 9;
+// A model with 4-bit weight quantizers: QuantizeLinear to INT4 / UINT4 needs opset 21 (IR version 10).
+inline constexpr int64_t kInt4OpsetVersion = 21;
+inline constexpr int64_t kInt4IrVersion = 10;
 
 struct ExportOptions {
   // Names of the graph inputs / outputs, in order; missing ones default to "input" / "output"
