@@ -86,6 +86,9 @@ class ScaledQuantDescriptor:
             raise TypeError(f"Unused keys: {list(kwargs.keys())}")
         if num_bits == E4M3 and self._unsigned:
             raise ValueError("num_bits=(4, 3) (FP8 E4M3) is a signed format: unsigned must be False")
+        if self._learn_amax and self._axis is not None:
+            # TensorQuantizer learns one range (its clip's two scalar bounds), as pytorch-quantization.
+            raise TypeError(f"axis is ignored and must be None when learn_amax is true, got axis={self._axis}")
 
     num_bits = property(lambda self: self._num_bits, doc='Bits of the integer grid (2..16), or (4, 3): FP8 E4M3.')
     name = property(lambda self: self._name, doc='An optional label, shown in reprs.')
@@ -146,6 +149,27 @@ class ScaledQuantDescriptor:
             d["calib_method"] = self._calib_method
         return d
 
+    def to_yaml(self):
+        """dict() as a YAML string (axis as a list, FP8's num_bits as [4, 3]); needs PyYAML."""
+        import yaml
+        d = self.dict()
+        if isinstance(d["num_bits"], tuple):
+            d["num_bits"] = list(d["num_bits"])
+        if "axis" in d:
+            d["axis"] = list(d["axis"])
+        return yaml.dump(d, width=120)
+
+    @classmethod
+    def from_yaml(cls, yaml_str):
+        """The descriptor a to_yaml() string describes (axis back to a tuple); needs PyYAML."""
+        import yaml
+        d = yaml.safe_load(yaml_str)
+        if not isinstance(d, dict):
+            raise TypeError(f"from_yaml expects a YAML mapping of descriptor fields, got {type(d).__name__}")
+        if "axis" in d and isinstance(d["axis"], list):
+            d["axis"] = tuple(d["axis"])
+        return cls(**d)
+
     def replace(self, **changes):
         """A copy with some fields changed (validated like the constructor)."""
         d = self.dict()
@@ -176,8 +200,13 @@ def _amax_tensor(inputs, amax):
 
 
 def fake_tensor_quant(inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
-    """Fake-quantize inputs with amax (scalar or broadcast-shaped); differentiable (STE)."""
-    return ops.fake_quant(inputs, _amax_tensor(inputs, amax), num_bits, unsigned, narrow_range, None)
+    """Fake-quantize inputs with amax (scalar or broadcast-shaped); differentiable in inputs (STE).
+
+    As pytorch-quantization's, amax gets no gradient (it is detached): an amax computed from
+    inputs (x.abs().max()) passes nothing back through it. torch.ops.torchqat.fake_quant itself
+    gives an amax that requires grad the LSQ gradient.
+    """
+    return ops.fake_quant(inputs, _amax_tensor(inputs, amax).detach(), num_bits, unsigned, narrow_range, None)
 
 
 legacy_fake_tensor_quant = fake_tensor_quant
@@ -189,7 +218,7 @@ def scaled_e4m3(inputs, amax=None, E=4, M=3):
     i.e. amax 448)."""
     if (E, M) != E4M3:
         raise TypeError(f"scaled_e4m3 supports E=4, M=3 (FP8 E4M3) only, got E={E}, M={M}")
-    return ops.fake_quant_e4m3(inputs, _amax_tensor(inputs, 448.0 if amax is None else amax), None)
+    return ops.fake_quant_e4m3(inputs, _amax_tensor(inputs, 448.0 if amax is None else amax).detach(), None)
 
 
 def tensor_quant(inputs, amax, num_bits=8, unsigned=False, narrow_range=True):

@@ -191,6 +191,7 @@ CASES = {
     "E30": lambda t: QuantDescriptor(scale_amax=0.0),
     "E31": lambda t: QuantDescriptor(foo=1),
     "E32": lambda t: QuantDescriptor(axis=(1.5,)),
+    "E290": lambda t: QuantDescriptor(axis=(0,), learn_amax=True),
     "E34": lambda t: setattr(qnn.TensorQuantizer(), "amax", -1.0),
     "E35": lambda t: setattr(qnn.TensorQuantizer(), "amax", float("nan")),
     "E37": lambda t: _set_amax_twice(),

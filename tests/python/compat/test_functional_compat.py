@@ -1,0 +1,42 @@
+"""tensor_quant's functions and QuantDescriptor as pytorch-quantization's behave, on small inputs of our own."""
+import numpy as np
+import pytest
+import torch
+
+from torchqat import tensor_quant
+from torchqat.tensor_quant import QuantDescriptor
+
+
+@pytest.mark.parametrize("fn", [tensor_quant.fake_tensor_quant, tensor_quant.legacy_fake_tensor_quant])
+def test_fake_tensor_quant_gives_no_gradient_to_amax(fn):
+    # amax computed from x (x.abs().max() / 2, as scripts write it): pytorch-quantization's STE
+    # returns None for amax, so x gets the masked gradient only, nothing through amax's max().
+    x = torch.tensor([[0.9, -0.2, 0.1], [0.3, -2.0, 0.05]], requires_grad=True)
+    amax = x.abs().max() / 2  # 1.0: -2.0 is outside the range
+    fn(x, amax).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]]))
+
+
+def test_scaled_e4m3_gives_no_gradient_to_amax():
+    x = torch.tensor([0.5, -3.0, 1.0], requires_grad=True)
+    tensor_quant.scaled_e4m3(x, x.abs().max() / 2).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([1.0, 0.0, 1.0]))
+
+
+def test_learn_amax_with_axis_is_refused():
+    # The learned range (TensorQuantizer.clip) is one number: an axis would be ignored.
+    with pytest.raises(TypeError, match="axis is ignored and must be None when learn_amax is true"):
+        QuantDescriptor(axis=(0,), amax=0.5, learn_amax=True)
+    assert QuantDescriptor(amax=0.5, learn_amax=True).learn_amax
+
+
+def test_to_yaml_from_yaml_round_trip():
+    d = QuantDescriptor(num_bits=4, name="w", axis=(0, 2), amax=[0.5, 0.25], unsigned=True)
+    text = d.to_yaml()
+    assert isinstance(text, str) and "num_bits: 4" in text and "axis:" in text
+    back = QuantDescriptor.from_yaml(text)
+    assert back == d and back.axis == (0, 2) and isinstance(back.amax, np.ndarray)
+    plain = QuantDescriptor(num_bits=6, amax=0.125)
+    assert QuantDescriptor.from_yaml(plain.to_yaml()) == plain
+    e4m3 = QuantDescriptor(num_bits=(4, 3))
+    assert QuantDescriptor.from_yaml(e4m3.to_yaml()).num_bits == (4, 3)
