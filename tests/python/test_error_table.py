@@ -192,6 +192,7 @@ CASES = {
     "E31": lambda t: QuantDescriptor(foo=1),
     "E32": lambda t: QuantDescriptor(axis=(1.5,)),
     "E290": lambda t: QuantDescriptor(axis=(0,), learn_amax=True),
+    "E291": lambda t: qnn.QuantConv2d(2, 3, 3, descriptor=QuantDescriptor()),
     "E34": lambda t: setattr(qnn.TensorQuantizer(), "amax", -1.0),
     "E35": lambda t: setattr(qnn.TensorQuantizer(), "amax", float("nan")),
     "E37": lambda t: _set_amax_twice(),

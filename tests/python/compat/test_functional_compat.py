@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+import torchqat
 from torchqat import tensor_quant
 from torchqat.tensor_quant import QuantDescriptor
 
@@ -40,3 +41,18 @@ def test_to_yaml_from_yaml_round_trip():
     assert QuantDescriptor.from_yaml(plain.to_yaml()) == plain
     e4m3 = QuantDescriptor(num_bits=(4, 3))
     assert QuantDescriptor.from_yaml(e4m3.to_yaml()).num_bits == (4, 3)
+
+
+@pytest.mark.parametrize("make, torch_kw", [
+    (lambda **k: torchqat.nn.QuantConv2d(2, 3, 3, **k), {"device": "cpu"}),
+    (lambda **k: torchqat.nn.QuantConvTranspose1d(2, 3, 3, **k), {"dtype": torch.float32}),
+    (lambda **k: torchqat.nn.QuantLinear(2, 3, **k), {"device": "cpu"}),
+    (lambda **k: torchqat.nn.QuantAvgPool2d(2, **k), {"ceil_mode": True}),
+])
+def test_quant_module_unknown_keyword_is_unused_keys(make, torch_kw):
+    # pytorch-quantization's pop_quant_desc_in_kwargs: a keyword that is neither a descriptor nor
+    # the float module's own is TypeError("Unused keys: ...").
+    with pytest.raises(TypeError, match=r"Unused keys: \['desc'\]"):
+        make(desc=QuantDescriptor())
+    m = make(quant_desc_input=QuantDescriptor(num_bits=6), **torch_kw)  # the float module's keywords still pass
+    assert m._input_quantizer.num_bits == 6

@@ -106,9 +106,21 @@ def pop_quant_desc_in_kwargs(quant_cls, input_only=False, **kwargs):
     return quant_desc_input if input_only else (quant_desc_input, quant_desc_weight)
 
 
-def split_quant_kwargs(kwargs, names=("quant_desc_input", "quant_desc_weight")):
-    """Removes the quant descriptor kwargs from kwargs (in place) and returns them."""
-    return {k: kwargs.pop(k) for k in names if k in kwargs}
+def split_quant_kwargs(kwargs, names=("quant_desc_input", "quant_desc_weight"), base=None):
+    """Removes the quant descriptor kwargs from kwargs (in place) and returns them.
+
+    With `base` (the float module class), a leftover keyword that base's constructor does not take
+    is pytorch-quantization's TypeError("Unused keys: ..."); the ones it takes (device, dtype, ...)
+    stay in kwargs for it.
+    """
+    quant = {k: kwargs.pop(k) for k in names if k in kwargs}
+    if base is not None and kwargs:
+        params = inspect.signature(base.__init__).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            unused = [k for k in kwargs if k not in params]
+            if unused:
+                raise TypeError(f"Unused keys: {unused}")
+    return quant
 
 
 def check_axis(module, desc, what, rank):

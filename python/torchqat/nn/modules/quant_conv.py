@@ -54,7 +54,7 @@ def _make_conv(name, base, nd, weight_desc):
         _float_module = base
 
         def __init__(self, *args, **kwargs):
-            quant_kwargs = _utils.split_quant_kwargs(kwargs)
+            quant_kwargs = _utils.split_quant_kwargs(kwargs, base=base)
             super().__init__(*args, **kwargs)
             self._init_quant(quant_kwargs)
 
@@ -77,7 +77,7 @@ def _make_conv_transpose(name, base, fn, nd, weight_desc):
         _float_module = base
 
         def __init__(self, *args, **kwargs):
-            quant_kwargs = _utils.split_quant_kwargs(kwargs)
+            quant_kwargs = _utils.split_quant_kwargs(kwargs, base=base)
             super().__init__(*args, **kwargs)
             if self.padding_mode != "zeros":
                 raise ValueError(f"Only 'zeros' padding mode is supported for {name}, got {self.padding_mode!r}")

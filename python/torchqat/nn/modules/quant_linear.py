@@ -18,7 +18,7 @@ class QuantLinear(nn.Linear, _utils.QuantMixin):
     _float_module = nn.Linear
 
     def __init__(self, in_features, out_features, bias=True, **kwargs):
-        quant_kwargs = _utils.split_quant_kwargs(kwargs)
+        quant_kwargs = _utils.split_quant_kwargs(kwargs, base=nn.Linear)
         super().__init__(in_features, out_features, bias, **kwargs)
         desc_in, desc_w = _utils.pop_quant_desc_in_kwargs(self.__class__, **quant_kwargs)
         _utils.check_weight_axis(self, desc_w, 2)

@@ -21,7 +21,7 @@ def _make_pool(name, base, nd):
         _float_module = base
 
         def __init__(self, *args, **kwargs):
-            quant_kwargs = _utils.split_quant_kwargs(kwargs, ("quant_desc_input",))
+            quant_kwargs = _utils.split_quant_kwargs(kwargs, ("quant_desc_input",), base=base)
             super().__init__(*args, **kwargs)
             desc_in = _utils.pop_quant_desc_in_kwargs(self.__class__, input_only=True, **quant_kwargs)
             _utils.check_input_axis(self, desc_in, nd + 2)
