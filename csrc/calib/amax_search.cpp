@@ -120,7 +120,7 @@ double amax_entropy(const std::vector<int64_t>& counts, double width, int64_t nu
 double amax_percentile(const std::vector<int64_t>& counts, double width, double percentile) {
   const char* what = "amax_percentile";
   TORCH_CHECK_VALUE(percentile > 0.0 && percentile <= 100.0, what, ": percentile must be in (0, 100], got ",
-                    percentile);
+                    percentile, " (out of range)");
   check_hist(what, counts, width);
   double total = 0;
   for (int64_t v : counts) total += static_cast<double>(v);

@@ -46,7 +46,7 @@ void check_options(const CalibrateOptions& o) {
                     ": num_batches must be std::nullopt or >= 1, got ", o.num_batches().value_or(0));
   if (o.method() == "percentile") {
     TORCH_CHECK_VALUE(o.percentile() > 0.0 && o.percentile() <= 100.0, kWhat, ": percentile must be in (0, 100], got ",
-                      o.percentile());
+                      o.percentile(), " (out of range)");
   }
   if (o.method() == "entropy" || o.method() == "mse") {
     TORCH_CHECK_VALUE(o.stride() >= 1, kWhat, ": stride must be >= 1, got ", o.stride());

@@ -115,7 +115,7 @@ std::optional<at::Tensor> HistogramCalibrator::compute_amax(const AmaxOptions& o
                     "'; use 'entropy', 'percentile' or 'mse'");
   if (o.method == "percentile") {
     TORCH_CHECK_VALUE(o.percentile > 0.0 && o.percentile <= 100.0,
-                      "HistogramCalibrator: percentile must be in (0, 100], got ", o.percentile);
+                      "HistogramCalibrator: percentile must be in (0, 100], got ", o.percentile, " (out of range)");
   } else {
     TORCH_CHECK_VALUE(o.stride >= 1, "HistogramCalibrator: stride must be >= 1, got ", o.stride);
     TORCH_CHECK_VALUE(o.start_bin >= 1, "HistogramCalibrator: start_bin must be >= 1, got ", o.start_bin);

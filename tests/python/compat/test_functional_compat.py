@@ -56,3 +56,19 @@ def test_quant_module_unknown_keyword_is_unused_keys(make, torch_kw):
         make(desc=QuantDescriptor())
     m = make(quant_desc_input=QuantDescriptor(num_bits=6), **torch_kw)  # the float module's keywords still pass
     assert m._input_quantizer.num_bits == 6
+
+
+@pytest.mark.parametrize("bad", [-10.0, 110.0])
+def test_percentile_error_says_range(bad):
+    # pytorch-quantization: ValueError("Invalid percentile. Must be in range 0 <= percentile <= 100.")
+    cal = torchqat.calib.HistogramCalibrator(8, None, False)
+    cal.collect(torch.rand(100))
+    with pytest.raises(ValueError, match="range"):
+        cal.compute_amax("percentile", percentile=bad)
+
+
+def test_load_calib_amax_without_data_says_calibrator_returned_none():
+    q = torchqat.nn.TensorQuantizer(QuantDescriptor(axis=(0,)))
+    q.enable_calib()
+    with pytest.raises(RuntimeError, match="Calibrator returned None"):
+        q.load_calib_amax()

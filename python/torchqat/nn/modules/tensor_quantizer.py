@@ -237,7 +237,7 @@ class TensorQuantizer(nn.Module):
         has_data = getattr(cal, "has_data", None)
         amax = cal.compute_amax(*args, **kwargs) if has_data is None or has_data() else None
         if amax is None:
-            msg = (f"Calibrator of {self._display_name()} returned None: it has not seen any tensor. "
+            msg = (f"Calibrator returned None: the calibrator of {self._display_name()} has not seen any tensor. "
                    "Run data through the model in calib mode first")
             if strict:
                 raise RuntimeError(msg + ", or pass strict=False to leave this quantizer uncalibrated.")
