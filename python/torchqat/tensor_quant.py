@@ -221,10 +221,32 @@ def scaled_e4m3(inputs, amax=None, E=4, M=3):
     return ops.fake_quant_e4m3(inputs, _amax_tensor(inputs, 448.0 if amax is None else amax).detach(), None)
 
 
+class _TensorQuantFunction(torch.autograd.Function):
+    """torchqat.quantize's integer values as floats, differentiable in inputs: the backward is
+    fake_quant's STE mask (torchqat.fake_quant_backward), as pytorch-quantization's TensorQuantFunction."""
+
+    @staticmethod
+    def forward(ctx, inputs, amax, num_bits, unsigned, narrow_range):
+        q, step = ops.quantize(inputs, amax, num_bits, unsigned, narrow_range, None)
+        scale = step.reciprocal()
+        ctx.save_for_backward(inputs, amax)
+        ctx.quant_args = (num_bits, unsigned, narrow_range)
+        ctx.mark_non_differentiable(scale)
+        return q.to(inputs.dtype), scale
+
+    @staticmethod
+    def backward(ctx, grad_outputs, grad_scale):
+        inputs, amax = ctx.saved_tensors
+        num_bits, unsigned, narrow_range = ctx.quant_args
+        grad_inputs, _ = torch.ops.torchqat.fake_quant_backward(grad_outputs, inputs, amax, num_bits, unsigned,
+                                                                narrow_range, None, False)
+        return grad_inputs, None, None, None, None
+
+
 def tensor_quant(inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
     """(integer-valued outputs in inputs' dtype, scale = bound / amax), as pytorch-quantization returns.
 
-    The integer values and step come from torchqat.quantize; scale is the step's reciprocal.
+    The integer values and step come from torchqat.quantize; scale is the step's reciprocal (float32).
+    The outputs are differentiable in inputs with the STE mask |x| <= amax; amax gets no gradient.
     """
-    q, step = ops.quantize(inputs, _amax_tensor(inputs, amax), num_bits, unsigned, narrow_range, None)
-    return q.to(inputs.dtype), step.reciprocal()
+    return _TensorQuantFunction.apply(inputs, _amax_tensor(inputs, amax).detach(), num_bits, unsigned, narrow_range)

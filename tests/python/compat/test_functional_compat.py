@@ -72,3 +72,26 @@ def test_load_calib_amax_without_data_says_calibrator_returned_none():
     q.enable_calib()
     with pytest.raises(RuntimeError, match="Calibrator returned None"):
         q.load_calib_amax()
+
+
+def test_tensor_quant_is_differentiable_with_the_ste_mask():
+    # pytorch-quantization's TensorQuantFunction: the integer-valued outputs pass grad_outputs back
+    # where |x| <= amax (the STE of fake quant), nothing to amax.
+    x = torch.tensor([[0.9, -0.2, 0.1], [0.3, -2.0, 0.05]], requires_grad=True)
+    amax = x.abs().max() / 2
+    q, scale = tensor_quant.tensor_quant(x, amax)
+    assert torch.equal(q.detach(), torch.tensor([[114.0, -25.0, 13.0], [38.0, -127.0, 6.0]]))
+    assert scale.item() == pytest.approx(127.0) and not scale.requires_grad
+    g = torch.arange(6.0).view(2, 3)
+    q.backward(g)
+    assert torch.equal(x.grad, g * torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]]))
+
+
+def test_tensor_quant_half_and_per_channel_gradient():
+    x = torch.tensor([[0.5, -1.5], [0.25, 0.75]], dtype=torch.float16, requires_grad=True)
+    amax = torch.tensor([[1.0], [0.5]], dtype=torch.float16)
+    q, _ = tensor_quant.tensor_quant(x, amax, 8, False, False)
+    assert q.dtype == torch.float16
+    q.sum().backward()
+    assert x.grad.dtype == torch.float16
+    assert torch.equal(x.grad, torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float16))
