@@ -14,6 +14,11 @@ def fake_quant_e4m3(x, amax, axis=None):
     return _ops.fake_quant_e4m3(x, amax, axis)
 
 
+def fake_affine_quant(x, min_range, max_range, num_bits=8):
+    """torch.ops.torchqat.fake_affine_quant: asymmetric fake quantization over [min_range, max_range]."""
+    return _ops.fake_affine_quant(x, min_range, max_range, num_bits)
+
+
 def quantize(x, amax, num_bits=8, unsigned=False, narrow_range=False, axis=None):
     """torch.ops.torchqat.quantize: (integer-valued q, scale) of x with amax."""
     return _ops.quantize(x, amax, num_bits, unsigned, narrow_range, axis)

@@ -11,7 +11,7 @@ from . import ops
 
 __all__ = [
     "QuantDescriptor", "ScaledQuantDescriptor", "tensor_quant", "fake_tensor_quant", "legacy_fake_tensor_quant",
-    "scaled_e4m3",
+    "scaled_e4m3", "fake_affine_tensor_quant",
     "QUANT_DESC_8BIT_PER_TENSOR", "QUANT_DESC_UNSIGNED_8BIT_PER_TENSOR",
     "QUANT_DESC_8BIT_CONV1D_WEIGHT_PER_CHANNEL", "QUANT_DESC_8BIT_CONV2D_WEIGHT_PER_CHANNEL",
     "QUANT_DESC_8BIT_CONV3D_WEIGHT_PER_CHANNEL", "QUANT_DESC_8BIT_LINEAR_WEIGHT_PER_ROW",
@@ -241,6 +241,14 @@ class _TensorQuantFunction(torch.autograd.Function):
         grad_inputs, _ = torch.ops.torchqat.fake_quant_backward(grad_outputs, inputs, amax, num_bits, unsigned,
                                                                 narrow_range, None, False)
         return grad_inputs, None, None, None, None
+
+
+def fake_affine_tensor_quant(inputs, min_range, max_range, num_bits=8):
+    """Asymmetric fake quantization over [min_range, max_range] (pytorch-quantization's experimental
+    gemmlowp-style function): 2^num_bits levels of step (max - min) / (2^num_bits - 1) starting at
+    round(min / step) * step. Differentiable in inputs, where min_range <= x <= max_range.
+    TensorRT's Q/DQ has zero point 0 only, so this does not export."""
+    return ops.fake_affine_quant(inputs, _amax_tensor(inputs, min_range), _amax_tensor(inputs, max_range), num_bits)
 
 
 def tensor_quant(inputs, amax, num_bits=8, unsigned=False, narrow_range=True):

@@ -161,7 +161,19 @@ def clip_backward_cases(d):
     ]
 
 
+def fake_affine_quant_cases(d):
+    """(id, args) of fake_affine_quant(x, min_range, max_range, num_bits)."""
+    return [
+        ("scalar_range", (_x(2, 3, 4, device=d, grad=True), _bound(device=d, sign=-1), _bound(device=d), 8)),
+        ("broadcast_range_4bit", (_x(2, 3, 4, device=d), _bound(3, 1, device=d, sign=-1), _bound(4, device=d), 4)),
+        ("bf16_channels_last", (_x(2, 3, 4, 5, device=d, dtype=torch.bfloat16).to(memory_format=torch.channels_last),
+                                _bound(1, 3, 1, 1, device=d, sign=-1), _bound(1, 3, 1, 1, device=d), 8)),
+        ("non_dense_input", (_x(4, 6, device=d)[:, ::2], _bound(device=d, sign=-1), _bound(device=d), 8)),
+    ]
+
+
 CASES = {
+    "fake_affine_quant": fake_affine_quant_cases,
     "clip": clip_cases,
     "clip_backward": clip_backward_cases,
     "fake_quant": fake_quant_cases,
@@ -212,6 +224,8 @@ def _meta(t):
     ("fake_quant_e4m3", (torch.randn(2, 3).int(), torch.ones(()), None)),
     ("fake_quant_e4m3_backward", (torch.randn(3, 2), torch.randn(2, 3), torch.ones(()), None, True)),
     ("quantize", (torch.randn(2, 3), torch.ones(3, 1), 8, False, False, None)),
+    ("fake_affine_quant", (torch.randn(2, 3), torch.ones(4), torch.ones(()), 8)),
+    ("fake_affine_quant", (torch.randn(2, 3), -torch.ones(()), torch.ones(()), 1)),
     ("dequantize", (torch.randn(2, 3), torch.ones(()), None, None)),
     ("abs_max", (torch.randn(2, 3), [2])),
     ("abs_max", (torch.randn(0, 3), [])),

@@ -95,3 +95,24 @@ def test_tensor_quant_half_and_per_channel_gradient():
     q.sum().backward()
     assert x.grad.dtype == torch.float16
     assert torch.equal(x.grad, torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float16))
+
+
+def test_fake_affine_tensor_quant_grid_and_gradient():
+    # [min, max] = [-1, 2] in 2 bits: step 1, the 4 levels -1, 0, 1, 2 (half-even ties)
+    x = torch.tensor([-3.0, -1.0, -0.5, 0.4, 0.5, 1.5, 1.9, 2.0, 5.0], requires_grad=True)
+    y = tensor_quant.fake_affine_tensor_quant(x, torch.tensor(-1.0), torch.tensor(2.0), 2)
+    assert torch.equal(y.detach(), torch.tensor([-1.0, -1.0, -0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0]))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.tensor([0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]))
+    # a range that does not hold 0 keeps its own grid: [0.5, 2] in 8 bits reproduces those ends
+    z = tensor_quant.fake_affine_tensor_quant(torch.tensor([0.0, 0.5, 2.0, 3.0]), 0.5, 2.0)
+    assert torch.allclose(z, torch.tensor([0.5, 0.5, 2.0, 2.0]), atol=1e-6)
+    # 8 bits over [-128, 127]: step 1, so integers come back unchanged; fp16 in, fp16 out
+    ints = torch.tensor([-128.0, -101.0, -1.0, 0.0, 5.0, 93.0, 127.0], dtype=torch.float16)
+    out = tensor_quant.fake_affine_tensor_quant(ints, ints.min(), ints.max())
+    assert out.dtype == torch.float16 and torch.equal(out, ints)
+
+
+def test_fake_affine_tensor_quant_single_point_range():
+    y = tensor_quant.fake_affine_tensor_quant(torch.tensor([-1.0, 0.0, 3.0]), 0.25, 0.25)
+    assert torch.equal(y, torch.full((3,), 0.25))
