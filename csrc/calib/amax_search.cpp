@@ -15,6 +15,7 @@
 #include "ops/cpu/multiversion.h"
 #include "ops/quant_layout.h"
 #include "ops/quant_math.h"
+#include "torchqat/quant_rules.h"
 
 namespace torchqat {
 namespace calib {
@@ -46,7 +47,7 @@ void check_hist(const char* what, const std::vector<int64_t>& counts, double wid
 }
 
 void check_search(const char* what, int64_t num_bits, int64_t start_bin, int64_t stride, int64_t last_candidate) {
-  TORCH_CHECK_VALUE(num_bits >= 2 && num_bits <= 16, what, ": num_bits must be in [2, 16], got ", num_bits);
+  check_num_bits(what, num_bits);
   TORCH_CHECK_VALUE(stride >= 1, what, ": stride must be >= 1, got ", stride);
   TORCH_CHECK_VALUE(start_bin >= 1 && start_bin <= last_candidate, what, ": start_bin must be in [1, ",
                     last_candidate, "] for this histogram, got ", start_bin);
@@ -62,8 +63,8 @@ double amax_entropy(const std::vector<int64_t>& counts, double width, int64_t nu
   check_hist(what, counts, width);
   const int64_t n = static_cast<int64_t>(counts.size());
   check_search(what, num_bits, start_bin, stride, n);
-  const int shift = static_cast<int>(num_bits - 1 + (is_unsigned ? 1 : 0));
-  const int64_t levels = int64_t{1} << shift;
+  const int64_t levels = quant_bound(num_bits, is_unsigned) + 1;  // 2^(b-1+unsigned)
+  const int shift = __builtin_ctzll(static_cast<unsigned long long>(levels));  // levels is a power of 2
 
   // Prefix sums over the suppressed histogram: S counts, Z non-empty bins, L sum of c*log(c).
   std::vector<int64_t> c(counts);

@@ -8,6 +8,7 @@
 #include "torchqat/calib/amax_search.h"
 #include "torchqat/calib/stats.h"
 #include "torchqat/ops.h"
+#include "torchqat/quant_rules.h"
 
 namespace torchqat {
 namespace calib {
@@ -24,9 +25,8 @@ HistogramCalibrator::HistogramCalibrator(int64_t num_bits, std::optional<std::ve
   num_bits = num_bits_;
   TORCH_CHECK_VALUE(!axis || axis->empty(), "HistogramCalibrator: axis must be None (the histogram is per tensor), got ",
                     c10::IntArrayRef(*axis), "; use MaxCalibrator for per-channel calibration");
-  TORCH_CHECK_VALUE(num_bits >= 2 && num_bits <= 16, "HistogramCalibrator: num_bits must be in [2, 16], got ",
-                    num_bits);
-  const int64_t levels = int64_t{1} << (num_bits - 1 + (is_unsigned ? 1 : 0));
+  check_num_bits("HistogramCalibrator", num_bits);
+  const int64_t levels = quant_bound(num_bits, is_unsigned) + 1;
   TORCH_CHECK_VALUE(num_bins >= levels, "HistogramCalibrator: num_bins must be at least ", levels,
                     " (the quantized levels of ", num_bits, (is_unsigned ? "-bit unsigned" : "-bit signed"),
                     " data), got ", num_bins);

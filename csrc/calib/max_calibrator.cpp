@@ -3,13 +3,14 @@
 #include <torch/torch.h>
 
 #include "torchqat/ops.h"
+#include "torchqat/quant_rules.h"
 
 namespace torchqat {
 namespace calib {
 
 MaxCalibrator::MaxCalibrator(int64_t num_bits, std::vector<int64_t> axis, bool is_unsigned, bool track_amax)
     : num_bits_(num_bits), axis_(std::move(axis)), unsigned_(is_unsigned), track_(track_amax) {
-  TORCH_CHECK_VALUE(num_bits >= 2 && num_bits <= 16, "MaxCalibrator: num_bits must be in [2, 16], got ", num_bits);
+  check_num_bits("MaxCalibrator", num_bits);
 }
 
 void MaxCalibrator::collect(const at::Tensor& x) {

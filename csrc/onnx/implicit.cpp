@@ -10,12 +10,12 @@
 #include <unordered_set>
 
 #include "onnx/build_model.h"
+#include "torchqat/quant_rules.h"
 
 namespace torchqat::onnx {
 namespace {
 
 constexpr const char* kWhat = "torchqat::onnx::export_tensorrt_implicit";
-constexpr float kInt8Bound = 127.0f;
 
 float scalar_float(const detail::OnnxTensor& t) {
   TORCH_CHECK_VALUE(t.dtype == detail::DataType::kFloat && t.raw_data.size() == sizeof(float), kWhat,
@@ -50,7 +50,9 @@ std::map<std::string, float> strip_qdq(detail::Model& model) {
     if (inits.count(x)) continue;  // a weight: TensorRT's implicit mode computes its own weight scales
     float s = scalar_float(*inits.at(q.inputs.at(1)));
     if (q.inputs.size() > 2 && inits.at(q.inputs[2])->dtype == detail::DataType::kUInt8) {
-      s = static_cast<float>(static_cast<double>(s) * 255.0 / kInt8Bound);  // unsigned: the int8 scale of its range
+      // unsigned: the int8 scale of its range, s * 255 / 127
+      s = static_cast<float>(static_cast<double>(s) * static_cast<double>(quant_bound(8, true)) /
+                             static_cast<double>(quant_bound(8, false)));
     }
     auto [pos, fresh] = scales.emplace(x, s);
     TORCH_CHECK_VALUE(fresh || pos->second == s, kWhat, ": tensor '", x, "' is quantized with two scales (",

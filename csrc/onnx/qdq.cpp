@@ -6,14 +6,12 @@
 
 #include "onnx/op_table.h"
 #include "torchqat/onnx/export.h"
+#include "torchqat/quant_rules.h"
 
 namespace torchqat::onnx::detail {
 namespace {
 
 using torch::jit::Node;
-
-// Scales below the smallest normal fp32 (zero, subnormal) become kZeroAmaxScale.
-constexpr float kMinNormalFloat = 1.17549435e-38f;
 
 // The axis of x an amax belongs to, or -1 for one amax: a 1-d amax of C elements goes with the
 // op's axis argument, a broadcast-shaped one ([K,1,1,1], [1,C,1,1]) with its one dim > 1.
@@ -24,14 +22,10 @@ int64_t channel_axis(const Node& n, const at::Tensor& amax, std::optional<int64_
                 " elements without an axis");
     return *axis < 0 ? *axis + rank : *axis;
   }
-  int64_t big = -1;
-  for (int64_t i = 0; i < amax.dim(); ++i) {
-    if (amax.size(i) == 1) continue;
-    TORCH_CHECK(big < 0, GraphBuilder::where(n), ": an amax of shape ", amax.sizes(),
-                "; ONNX Q/DQ has one quantization axis");
-    big = i;
-  }
-  const int64_t inferred = big + (rank - amax.dim());
+  const std::vector<int64_t> axes = amax_axes(amax.sym_sizes());
+  TORCH_CHECK(axes.size() == 1, GraphBuilder::where(n), ": an amax of shape ", amax.sizes(),
+              "; ONNX Q/DQ has one quantization axis");
+  const int64_t inferred = axes[0] + (rank - amax.dim());
   TORCH_CHECK(!axis || (*axis < 0 ? *axis + rank : *axis) == inferred, GraphBuilder::where(n), ": axis ", *axis,
               " does not match the amax of shape ", amax.sizes());
   return inferred;
@@ -59,8 +53,7 @@ std::pair<std::string, std::string> scale_and_zero_point(GraphBuilder& g, const 
       path != g.module_info().quantizer_paths.end() && !path->second.empty() ? path->second : std::string("quantizer");
 
   // scale = amax / bound in fp32, as the fake-quant op's step.
-  at::Tensor scale = amax.detach().to(at::kCPU, at::kFloat).flatten() / bound;
-  scale = at::where(scale < kMinNormalFloat, at::full_like(scale, kZeroAmaxScale), scale);
+  at::Tensor scale = qdq_scale(amax, bound, kZeroAmaxScale).flatten();
   if (!per_channel) scale = scale.reshape({});
   std::pair<std::string, std::string> names{
       g.add_initializer(scale, base + ".scale"),
@@ -73,9 +66,7 @@ std::pair<std::string, std::string> scale_and_zero_point(GraphBuilder& g, const 
 void emit_qdq(const Node& n, GraphBuilder& g, const at::Tensor& amax, std::optional<int64_t> axis, float bound,
               DataType zp_type) {
   const Value* x = n.input(0);
-  const at::Tensor a = amax.detach().to(at::kCPU, at::kFloat);
-  TORCH_CHECK_VALUE(at::isfinite(a).all().item<bool>() && a.min().item<float>() >= 0.0f, GraphBuilder::where(n),
-                    ": amax must be finite and >= 0");
+  check_amax(GraphBuilder::where(n).c_str(), amax);
 
   const int64_t rank = static_cast<int64_t>(g.shape(x).size());
   const int64_t ch = channel_axis(n, amax, axis, rank);
@@ -117,7 +108,7 @@ void fake_quant(const Node& n, GraphBuilder& g) {
   const bool is_unsigned = g.constant_bool(n.input(3), "unsigned");
   const std::optional<int64_t> axis =
       g.is_none(n.input(5)) ? std::nullopt : std::optional<int64_t>(g.constant_int(n.input(5), "axis"));
-  const float bound = static_cast<float>((int64_t{1} << (num_bits - 1 + (is_unsigned ? 1 : 0))) - 1);
+  const float bound = static_cast<float>(quant_bound(num_bits, is_unsigned));
   const DataType zp_type = num_bits == 4 ? (is_unsigned ? DataType::kUInt4 : DataType::kInt4)
                                          : (is_unsigned ? DataType::kUInt8 : DataType::kInt8);
   emit_qdq(n, g, amax, axis, bound, zp_type);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "torchqat/checks.h"
+#include "torchqat/quant_rules.h"
 
 namespace torchqat {
 
@@ -17,11 +18,9 @@ bool cuda_amax_checks() { return g_cuda_amax_checks.load(); }
 namespace detail {
 
 QuantRange quant_range(const char* op, int64_t num_bits, bool is_unsigned, bool narrow_range) {
-  TORCH_CHECK_VALUE(num_bits >= 2 && num_bits <= 16, op, ": num_bits must be in [2, 16], got ", num_bits);
-  const float bound = static_cast<float>((int64_t{1} << (num_bits - 1 + (is_unsigned ? 1 : 0))) - 1);
-  float qmin = 0.0f;
-  if (!is_unsigned) qmin = narrow_range ? -bound : -bound - 1.0f;
-  return {bound, qmin, bound};
+  check_num_bits(op, num_bits);
+  const float bound = static_cast<float>(quant_bound(num_bits, is_unsigned));
+  return {bound, static_cast<float>(quant_min(num_bits, is_unsigned, narrow_range)), bound};
 }
 
 static bool is_supported_float(at::ScalarType t) {
@@ -29,17 +28,8 @@ static bool is_supported_float(at::ScalarType t) {
 }
 
 void check_amax_values(const char* op, const at::Tensor& amax) {
-  if (amax.numel() == 0) return;
   if (amax.is_cuda() && !cuda_amax_checks()) return;
-  const at::Tensor a = amax.detach().to(at::kFloat);
-  // One reduction and one host copy on the valid path (on CUDA each .item() is a device sync);
-  // the details below are read only when the check fails.
-  if ((at::isfinite(a) & (a >= 0)).all().item<bool>()) return;
-  const bool finite = at::isfinite(a).all().item<bool>();
-  TORCH_CHECK_VALUE(finite, op, ": amax must be finite, got ", (at::isnan(a).any().item<bool>() ? "NaN" : "Inf"),
-                    " (amax shape ", amax.sizes(), ")");
-  const float lo = a.min().item<float>();
-  TORCH_CHECK_VALUE(lo >= 0.0f, op, ": amax must be >= 0, got ", lo);
+  check_amax(op, amax);
 }
 
 // Axis the amax belongs to when the caller gave none: the one dimension of a
@@ -50,14 +40,8 @@ static int64_t infer_axis(const char* op, const at::Tensor& x, const at::Tensor&
   TORCH_CHECK_VALUE(amax.dim() == x.dim(), op, ": amax of shape ", amax.sym_sizes(),
                     " has several elements but no axis was given; pass axis, or shape amax to broadcast against x of shape ",
                     x.sym_sizes());
-  int64_t found = -1;
-  int64_t count = 0;
-  for (int64_t d = 0; d < amax.dim(); ++d) {
-    if (amax.sym_size(d) == 1) continue;
-    found = d;
-    ++count;
-  }
-  if (count < 2) return found;
+  const std::vector<int64_t> axes = amax_axes(amax.sym_sizes());
+  if (axes.size() < 2) return axes.empty() ? -1 : axes[0];
   for (int64_t d = 0; d < amax.dim(); ++d) {
     TORCH_CHECK_VALUE(amax.sym_size(d) == 1 || amax.sym_size(d) == x.sym_size(d), op, ": amax of shape ",
                       amax.sym_sizes(), " does not match x of shape ", x.sym_sizes(), " in dim ", d,
@@ -109,9 +93,7 @@ at::Tensor dense(const at::Tensor& x) { return x.is_non_overlapping_and_dense() 
 // dim when each one's stride is the next one's stride times its size; else amax is broadcast to
 // x's own strides, one value per element.
 static void multi_axis_layout(const at::Tensor& amax, Layout& L) {
-  std::vector<int64_t> dims;
-  for (int64_t d = 0; d < amax.dim(); ++d)
-    if (amax.size(d) > 1) dims.push_back(d);
+  std::vector<int64_t> dims = amax_axes(amax.sym_sizes());
   std::stable_sort(dims.begin(), dims.end(), [&](int64_t a, int64_t b) { return L.x.stride(a) > L.x.stride(b); });
   bool nested = true;
   for (size_t i = 0; i + 1 < dims.size(); ++i)

@@ -16,4 +16,5 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_amax_checks", &torchqat::cuda_amax_checks, "Whether CUDA amax values are checked (set_cuda_amax_checks)");
   torchqat::python::bind_calibrators(m);
   torchqat::python::bind_flow(m);
+  torchqat::python::bind_rules(m);
 }

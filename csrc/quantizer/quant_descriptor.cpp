@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "torchqat/quant_rules.h"
+
 #include <cmath>
 #include <sstream>
 
@@ -10,8 +12,7 @@ namespace torchqat {
 void QuantDescriptor::validate() const {
   TORCH_CHECK_VALUE(!(is_e4m3() && is_unsigned_),
                     "QuantDescriptor: num_bits=(4, 3) (FP8 E4M3) is a signed format: is_unsigned must be false");
-  TORCH_CHECK_VALUE(num_bits_ >= 2 && num_bits_ <= 16, "QuantDescriptor: num_bits must be in [2, 16], got ",
-                    num_bits_);
+  check_num_bits("QuantDescriptor", num_bits_);
   TORCH_CHECK_VALUE(calib_method_ == "max" || calib_method_ == "histogram",
                     "QuantDescriptor: calib_method must be 'max' or 'histogram', got '", calib_method_, "'");
   if (amax_) {

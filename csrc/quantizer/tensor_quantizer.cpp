@@ -4,6 +4,7 @@
 
 #include "torchqat/calib/make_calibrator.h"
 #include "torchqat/ops.h"
+#include "torchqat/quant_rules.h"
 
 namespace torchqat {
 
@@ -44,8 +45,7 @@ void TensorQuantizerImpl::enable_calib() {
 void TensorQuantizerImpl::set_amax(const at::Tensor& value) {
   TORCH_CHECK_VALUE(value.defined() && value.numel() > 0, display_name(), ": amax must be a non-empty tensor");
   at::Tensor v = value.detach().to(at::kFloat);
-  TORCH_CHECK_VALUE(at::isfinite(v).all().item<bool>(), display_name(), ": amax must be finite");
-  TORCH_CHECK_VALUE(v.min().item<float>() >= 0.0f, display_name(), ": amax must be >= 0, got ", v.min().item<float>());
+  check_amax(display_name().c_str(), v);
   if (!amax_.defined()) {
     amax_ = desc_.learn_amax() ? register_parameter("_amax", v.clone()) : register_buffer("_amax", v.clone());
     return;
@@ -70,7 +70,7 @@ void TensorQuantizerImpl::load_calib_amax(const calib::AmaxOptions& opts, bool s
 
 int64_t TensorQuantizerImpl::maxbound() const {
   if (desc_.is_e4m3()) return 448;
-  return (int64_t{1} << (desc_.num_bits() - 1 + (desc_.is_unsigned() ? 1 : 0))) - 1;
+  return quant_bound(desc_.num_bits(), desc_.is_unsigned());
 }
 
 at::Tensor TensorQuantizerImpl::step_size() const {

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import torch
 
-from . import ops
+from . import _C, ops
 
 __all__ = [
     "QuantDescriptor", "ScaledQuantDescriptor", "tensor_quant", "fake_tensor_quant", "legacy_fake_tensor_quant",
@@ -35,8 +35,7 @@ def _check_num_bits(num_bits):
         return E4M3
     if isinstance(num_bits, bool) or not isinstance(num_bits, int):
         raise TypeError(f"num_bits must be an integer in [2, 16] or the tuple (4, 3) (FP8 E4M3), got {num_bits!r}")
-    if not 2 <= num_bits <= 16:
-        raise ValueError(f"num_bits must be in [2, 16], got {num_bits}")
+    _C.check_num_bits("QuantDescriptor", num_bits)  # the C++ descriptor's rule and message
     return num_bits
 
 

@@ -28,6 +28,8 @@ as a constant (nn/modules/_dynamic.py). Called directly in a model's forward it 
 """
 import torch
 
+from .. import _C
+
 try:  # torch >= 2.9 keeps the TorchScript exporter here
     from torch.onnx._internal.torchscript_exporter import symbolic_helper as _sh
 except ImportError:  # pragma: no cover - older torch
@@ -44,7 +46,7 @@ INT4_OPSET = 21
 int4_placeholders = False
 # The scale written for a zero amax: positive, a normal fp32 number whose reciprocal (2^24) is
 # finite, exactly representable in fp16 and bf16, and small enough that the channel stays ~0.
-ZERO_AMAX_SCALE = 2.0 ** -24
+ZERO_AMAX_SCALE = _C.ZERO_AMAX_SCALE  # 2^-24, include/torchqat/onnx/export.h's kZeroAmaxScale
 # Scales below this (0 and fp32 subnormals) are replaced by ZERO_AMAX_SCALE.
 _MIN_NORMAL_FP32 = 2.0 ** -126
 
@@ -95,7 +97,7 @@ def channel_axis(sizes, rank, axis, where):
         if axis is None:
             raise ValueError(f"torchqat ONNX export: {where} has a 1-d amax of {numel} elements but no axis")
         return (axis % rank if rank else axis), numel
-    big = [i for i, s in enumerate(sizes) if s > 1]
+    big = _C.amax_axes(list(sizes))
     if len(big) != 1:
         raise ValueError(f"torchqat ONNX export: {where} has an amax of shape {list(sizes)}; ONNX Q/DQ "
                          "supports one quantization axis only")
@@ -125,7 +127,7 @@ def fake_quant_symbolic(g, x, amax, num_bits, unsigned, narrow_range, axis):
                          "besides INT4 weights (num_bits=4) and FP8 E4M3 (num_bits=(4, 3))")
     axis = None if _sh._is_none(axis) else _sh._get_const(axis, "i", "axis")
     ch_axis, channels = _channel_axis(g, x, amax, axis)
-    bound = float((1 << (num_bits - 1 + int(unsigned))) - 1)
+    bound = float(_C.quant_bound(num_bits, unsigned))
     return _qdq(g, x, amax, bound, torch.uint8 if unsigned else torch.int8, ch_axis, channels)
 
 

@@ -16,6 +16,7 @@ amax / 448 as opset-19 nodes; export it with opset_version >= 19.
 import numpy as np
 import torch
 
+from .. import _C
 from .symbolic import _MIN_NORMAL_FP32, ZERO_AMAX_SCALE, channel_axis
 
 __all__ = ["TRANSLATIONS", "register"]
@@ -46,7 +47,8 @@ def fake_quant(x, amax, num_bits=8, unsigned=False, narrow_range=False, axis=Non
     sizes = None if amax.shape is None else [d if isinstance(d, int) else None for d in amax.shape]
     rank = None if x.shape is None else len(x.shape)
     ch_axis, channels = channel_axis(sizes, rank, axis, where)
-    return _qdq(x, amax, 255.0 if unsigned else 127.0, np.uint8 if unsigned else np.int8, ch_axis, channels, op)
+    bound = float(_C.quant_bound(num_bits, unsigned))
+    return _qdq(x, amax, bound, np.uint8 if unsigned else np.int8, ch_axis, channels, op)
 
 
 def fake_quant_e4m3(x, amax, axis=None):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ... import ops
+from ... import _C, ops
 from ...tensor_quant import QuantDescriptor, _check_num_bits, is_e4m3
 from ._dynamic import dynamic_amax
 from .clip import Clip
@@ -89,8 +89,8 @@ class TensorQuantizer(nn.Module):
     def num_bits(self, value):
         if isinstance(value, (tuple, list)):
             value = _check_num_bits(value)  # (4, 3), else TypeError
-        elif isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16:
-            raise ValueError(f"num_bits must be an integer in [2, 16], got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int) or not _C.MIN_NUM_BITS <= value <= _C.MAX_NUM_BITS:
+            raise ValueError(f"num_bits must be an integer in [{_C.MIN_NUM_BITS}, {_C.MAX_NUM_BITS}], got {value!r}")
         if is_e4m3(value) and self._unsigned:
             raise ValueError("num_bits=(4, 3) (FP8 E4M3) is a signed format: this quantizer is unsigned")
         self._num_bits = value
@@ -101,7 +101,7 @@ class TensorQuantizer(nn.Module):
         """The largest grid value: 2^(b-1+unsigned) - 1 (448 for FP8 E4M3)."""
         if is_e4m3(self._num_bits):
             return 448.0
-        return (1 << (self._num_bits - 1 + int(self._unsigned))) - 1
+        return _C.quant_bound(self._num_bits, self._unsigned)
 
     @property
     def unsigned(self):
