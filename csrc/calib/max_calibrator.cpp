@@ -45,6 +45,7 @@ std::optional<at::Tensor> MaxCalibrator::compute_amax(const AmaxOptions&) {
 void MaxCalibrator::set_calib_amax(const at::Tensor& amax) {
   TORCH_CHECK_VALUE(amax.defined() && at::isfinite(amax).all().item<bool>(),
                     "MaxCalibrator: calib_amax must be a finite tensor");
+  check_amax("MaxCalibrator::set_calib_amax", amax);  // an abs-max is never negative
   TORCH_CHECK(!amax_.defined() || amax.sizes() == amax_.sizes(), "MaxCalibrator: amax shape changed! (",
               amax_.sizes(), " -> ", amax.sizes(), ")");
   amax_ = amax.detach().to(at::kFloat).clone();

@@ -368,6 +368,7 @@ const std::map<std::string, std::function<void()>>& cases() {
       {"E66", [] { HistogramCalibrator().collect(torch::tensor({1.0f, kInf})); }},
       {"E68", [] { HistogramCalibrator().set_state(torch::zeros({4}), 1.0); }},
       {"E69", [] { MaxCalibrator().set_calib_amax(torch::tensor({kNaN})); }},
+      {"E280", [] { MaxCalibrator().set_calib_amax(torch::tensor({1.0f, -1.0f})); }},
       {"E110", [] { torchqat::calib::amax_percentile({1, -1, 2}, 1.0, 99.0); }},
       {"E124", [] { torchqat::calib::amax_mse({1, 1, 1, 1}, 1e300, 8, false, 1, 1); }},
       {"E140", [] { tqnn::QuantLSTM(torch::nn::LSTMOptions(4, 8).proj_size(2)); }},

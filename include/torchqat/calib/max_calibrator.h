@@ -18,7 +18,8 @@ class MaxCalibrator : public Calibrator {
   std::optional<at::Tensor> compute_amax(const AmaxOptions& opts = {}) override;
   std::string name() const override { return "MaxCalibrator"; }
 
-  // The running amax (undefined before any collect); settable for merging across processes.
+  // The running amax (undefined before any collect); settable for merging across processes
+  // (a finite tensor, every value >= 0).
   const at::Tensor& calib_amax() const { return amax_; }
   void set_calib_amax(const at::Tensor& amax);
   // Per-batch amaxes, when track_amax.
