@@ -229,12 +229,12 @@ def record(model, example_inputs):
             n.live = True
             rec.bind(t, n)
     quantizers = [m for m in model.modules() if isinstance(m, TensorQuantizer)]
-    disabled = [q._disabled for q in quantizers]
+    disabled = [q.disabled for q in quantizers]
     training = [(m, m.training) for m in model.modules()]
     handles = []
     try:
         for q in quantizers:
-            q._disabled = True
+            q.disable()
         model.eval()
         for m in model.modules():
             handles.append(m.register_forward_pre_hook(rec.pre, with_kwargs=True, prepend=True))
@@ -246,7 +246,7 @@ def record(model, example_inputs):
         for h in handles:
             h.remove()
         for q, d in zip(quantizers, disabled):
-            q._disabled = d
+            (q.disable if d else q.enable)()
         for m, t in training:
             m.training = t
     return g

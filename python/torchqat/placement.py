@@ -414,10 +414,10 @@ def share_scales(model, example_inputs=None, *, rules=_RULES, leaf_modules=(), d
         eligible = []
         for s in uniq:
             q = getattr(modules[s.owner] if s.owner else model, s.attr)
-            if q._disabled:
+            if q.disabled:
                 skipped.append((s.path, "quantizer disabled (kept float)"))
-            elif q._axis is not None:
-                skipped.append((s.path, f"per-channel input quantizer (axis={q._axis})"))
+            elif q.axis is not None:
+                skipped.append((s.path, f"per-channel input quantizer (axis={q.axis})"))
             else:
                 eligible.append((s, q))
         if len(eligible) < 2:

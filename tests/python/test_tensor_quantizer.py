@@ -100,3 +100,21 @@ def test_step_size_and_maxbound():
     assert q.maxbound == 127
     assert float(q.step_size) == pytest.approx(0.577 / 127)
     assert quant_nn.TensorQuantizer(QuantDescriptor(unsigned=True)).maxbound == 255
+
+
+def test_public_switch_properties_follow_the_state_machine():
+    # calibrate, placement, the ONNX checks and the tools read these instead of private fields.
+    q = quant_nn.TensorQuantizer(QuantDescriptor())
+    assert (q.disabled, q.if_quant, q.if_calib, q.calibrator) == (False, True, False, None)
+    q.disable()
+    assert q.disabled
+    q.enable()
+    q.disable_quant()
+    q.enable_calib()  # makes the descriptor's calibrator on first use
+    assert (q.disabled, q.if_quant, q.if_calib) == (False, False, True)
+    assert type(q.calibrator).__name__ == "MaxCalibrator"
+    q.disable_calib()
+    q.enable_quant()
+    assert (q.if_quant, q.if_calib) == (True, False)
+    with pytest.raises(AttributeError):
+        q.disabled = True  # read-only: disable() / enable() change it

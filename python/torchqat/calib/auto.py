@@ -146,9 +146,9 @@ def _squared_error(outs, refs):
 def choose_amax(model, recorder, quantizers, strict=True, progress=False, sync=False):
     """Sets the amax of every quantizer in `quantizers` [(name, q)] by the rule of this module's
     docstring, from its calibrator and the recorder's inputs; returns an AutoReport."""
-    activations = [(n, q) for n, q in quantizers if isinstance(q._calibrator_obj, HistogramCalibrator)]
+    activations = [(n, q) for n, q in quantizers if isinstance(q.calibrator, HistogramCalibrator)]
     for _, q in quantizers:  # weights (and max calibrators) first: the errors are measured with them in place
-        if not isinstance(q._calibrator_obj, HistogramCalibrator):
+        if not isinstance(q.calibrator, HistogramCalibrator):
             q.load_calib_amax(strict=strict)
     enabled = [q for _, q in activations]
     choices = []
@@ -174,7 +174,7 @@ def choose_amax(model, recorder, quantizers, strict=True, progress=False, sync=F
 
 
 def _choose_one(name, q, recorder, strict, sync):
-    cal = q._calibrator_obj
+    cal = q.calibrator
     candidates, failures = {}, []
     for label, method, kw in AUTO_CANDIDATES:
         try:

@@ -21,7 +21,7 @@ def _quantizers(model):
     from ..nn import TensorQuantizer
     seen = set()
     for name, mod in model.named_modules(remove_duplicate=False):
-        if isinstance(mod, TensorQuantizer) and id(mod) not in seen and not mod._disabled:
+        if isinstance(mod, TensorQuantizer) and id(mod) not in seen and not mod.disabled:
             seen.add(id(mod))
             yield name, mod
 
@@ -31,7 +31,7 @@ def _fresh_calibrator(q, method, lockstep):
     a histogram search (keeping num_bins/skip_zeros of one already configured), max otherwise."""
     if not _C.calib_uses_histogram(method, q.axis is not None):
         return MaxCalibrator(q.num_bits, q.axis, q.unsigned)
-    old = q._calibrator_obj
+    old = q.calibrator
     kw = {"num_bins": old._num_bins, "skip_zeros": old._skip_zeros} if isinstance(old, HistogramCalibrator) else {}
     cal = HistogramCalibrator(q.num_bits, None, q.unsigned, **kw)
     cal._lockstep = lockstep
@@ -80,9 +80,9 @@ def collect_stats(model, data, method="max", num_batches=None, progress=True, fo
     if not quantizers:
         raise ValueError("the model has no enabled torchqat TensorQuantizer to calibrate")
     sync = _distributed.active() if sync is None else bool(sync) and _distributed.active()
-    saved = [(q, q._if_quant, q._if_calib) for _, q in quantizers]
+    saved = [(q, q.if_quant, q.if_calib) for _, q in quantizers]
     for _, q in quantizers:
-        q._calibrator = _fresh_calibrator(q, method, lockstep=sync)
+        q.calibrator = _fresh_calibrator(q, method, lockstep=sync)
         q.disable_quant()
         q.enable_calib()
     device = _device_of(model)
@@ -97,11 +97,12 @@ def collect_stats(model, data, method="max", num_batches=None, progress=True, fo
                 forward(model, batch)
     finally:
         for q, if_quant, if_calib in saved:
-            q._if_quant, q._if_calib = if_quant, if_calib
+            (q.enable_quant if if_quant else q.disable_quant)()
+            (q.enable_calib if if_calib else q.disable_calib)()
         model.train(was_training)
     if sync:
         for _, q in quantizers:  # same order on every rank: named_modules of the same model
-            q._calibrator.sync()
+            q.calibrator.sync()
 
 
 def compute_amax(model, method="max", percentile=99.99, strict=True, **kwargs):
@@ -113,7 +114,7 @@ def compute_amax(model, method="max", percentile=99.99, strict=True, **kwargs):
         raise ValueError("compute_amax: method 'auto' measures each candidate on recorded layer inputs; "
                          "use calibrate(..., method='auto') or calibrate_auto()")
     for name, q in _quantizers(model):
-        cal = q._calibrator_obj
+        cal = q.calibrator
         if cal is None:
             continue
         try:

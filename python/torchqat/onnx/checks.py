@@ -15,12 +15,12 @@ def exported_quantizers(model):
         if not isinstance(m, TensorQuantizer) or id(m) in seen:
             continue
         seen.add(id(m))
-        if m._disabled:
+        if m.disabled:
             continue
-        if m._if_calib:
+        if m.if_calib:
             raise RuntimeError(f"{path} is in calibration mode (enable_calib); finish calibration "
                                "(load_calib_amax / disable_calib, or torchqat.calibrate) before export")
-        if m._if_quant:
+        if m.if_quant:
             out.append((path or "<model>", m))
     return out
 
@@ -46,7 +46,7 @@ def check_quantizers(model):
     an amax over more than one axis. A zero amax is fine (see symbolic.ZERO_AMAX_SCALE). A quantizer without
     amax (dynamic mode) exports with scales from the example input, with one warning per export."""
     for path, q in exported_quantizers(model):
-        if not q._fake_quant:
+        if not q.fake_quant:
             raise ValueError(f"{path} uses real quantization (fake_quant=False); only fake-quant quantizers export "
                              "to Q/DQ")
         if q.num_bits == 4 and not path.endswith("_weight_quantizer"):

@@ -143,7 +143,7 @@ def _check_calibrated(model):
     """The cache must hold calibrated scales: a dynamic (uncalibrated) quantizer's would be one batch's."""
     from ..nn import TensorQuantizer
     for name, q in model.named_modules():
-        if isinstance(q, TensorQuantizer) and not q._disabled and q.amax is None:
+        if isinstance(q, TensorQuantizer) and not q.disabled and q.amax is None:
             raise ValueError(f"export_tensorrt_implicit: {name} has no amax; calibrate first (the calibration "
                              "cache needs calibrated scales, not the example input's)")
 

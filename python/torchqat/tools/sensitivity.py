@@ -64,7 +64,7 @@ def quantized_layers(model):
         if isinstance(m, TensorQuantizer) or _is_quantizer_list(m):
             continue
         slots = _quantizer_slots(m)
-        if slots and any(not h._modules[k]._disabled for _, h, k in slots):
+        if slots and any(not h._modules[k].disabled for _, h, k in slots):
             out.append((name, [a for a, _, _ in slots]))
     return out
 

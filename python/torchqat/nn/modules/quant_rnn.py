@@ -34,7 +34,7 @@ def _is_bypassed(quantizer):
         return True
     if getattr(quantizer, "_pre_quant_scale", None) is not None:
         return False
-    return quantizer._disabled or not (quantizer._if_quant or quantizer._if_calib)
+    return quantizer.disabled or not (quantizer.if_quant or quantizer.if_calib)
 
 
 def _quant_pair(quantizer, a, b):

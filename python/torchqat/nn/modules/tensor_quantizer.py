@@ -79,6 +79,15 @@ class TensorQuantizer(nn.Module):
     def _calibrator(self, value):
         self._calibrator_obj = value
 
+    @property
+    def calibrator(self):
+        """The calibrator made so far, or None (reading it makes none; `_calibrator` does)."""
+        return self._calibrator_obj
+
+    @calibrator.setter
+    def calibrator(self, value):
+        self._calibrator_obj = value
+
     # ----- properties --------------------------------------------------------------------------
     @property
     def num_bits(self):
@@ -125,6 +134,21 @@ class TensorQuantizer(nn.Module):
     def axis(self):
         """The dims that keep their own amax (None: per tensor)."""
         return self._axis
+
+    @property
+    def disabled(self):
+        """Whether the quantizer is bypassed (disable() / enable())."""
+        return self._disabled
+
+    @property
+    def if_quant(self):
+        """Whether forward quantizes (enable_quant() / disable_quant())."""
+        return self._if_quant
+
+    @property
+    def if_calib(self):
+        """Whether forward feeds the calibrator (enable_calib() / disable_calib())."""
+        return self._if_calib
 
     @property
     def fake_quant(self):
