@@ -1,5 +1,7 @@
 #include "torchqat/nn/quant_add.h"
 
+#include "nn/output_hooks.h"
+
 namespace torchqat::nn {
 
 QuantAddImpl::QuantAddImpl(const QuantAddOptions& options, std::optional<QuantDescriptor> quant_desc_input)
@@ -20,6 +22,17 @@ void QuantAddImpl::reset() {
   }
 }
 
+void QuantAddImpl::set_input_quantizer(TensorQuantizer q) {
+  input0_quantizer_ = replace_module("_input0_quantizer", std::move(q));
+  if (options.share_quantizer()) input1_quantizer_ = input0_quantizer_;
+}
+
+void QuantAddImpl::set_input1_quantizer(TensorQuantizer q) {
+  TORCH_CHECK(!options.share_quantizer(), kName, ": set_input1_quantizer on a QuantAdd whose inputs share one "
+              "quantizer (share_quantizer=true); set_input_quantizer replaces it for both");
+  input1_quantizer_ = replace_module("_input1_quantizer", std::move(q));
+}
+
 void QuantAddImpl::pretty_print(std::ostream& stream) const {
   stream << std::boolalpha << "torchqat::nn::QuantAdd(share_quantizer=" << options.share_quantizer() << ")";
 }
@@ -29,7 +42,9 @@ at::Tensor QuantAddImpl::forward(const at::Tensor& x, const at::Tensor& y) {
   // shared histogram calibrator's range depends on the order it sees data in.
   const at::Tensor qx = input0_quantizer_(x);
   const at::Tensor qy = input1_quantizer_(y);
-  return qx + qy;
+  at::Tensor out = qx + qy;
+  detail::notify_output(*this, out);
+  return out;
 }
 
 DefaultQuantDescriptor& QuantAddImpl::input_default() {

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "nn/output_hooks.h"
+
 namespace torchqat::nn {
 
 QuantConcatImpl::QuantConcatImpl(const QuantConcatOptions& options, std::optional<QuantDescriptor> quant_desc_input)
@@ -24,7 +26,9 @@ at::Tensor QuantConcatImpl::forward(const std::vector<at::Tensor>& inputs) {
   std::vector<at::Tensor> quantized;
   quantized.reserve(inputs.size());
   for (const auto& t : inputs) quantized.push_back(input_quantizer_(t));
-  return at::cat(quantized, options.dim());
+  at::Tensor out = at::cat(quantized, options.dim());
+  detail::notify_output(*this, out);
+  return out;
 }
 
 DefaultQuantDescriptor& QuantConcatImpl::input_default() {

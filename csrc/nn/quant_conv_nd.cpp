@@ -8,6 +8,8 @@
 #include <sstream>
 
 #include "torchqat/nn/quant_conv.h"
+
+#include "nn/output_hooks.h"
 #include "torchqat/nn/quant_conv_transpose.h"
 
 namespace torchqat::nn {
@@ -140,14 +142,18 @@ at::Tensor QuantConvNdImpl<D, Derived>::quant_conv(const at::Tensor& input) {
   const at::Tensor x = input_quantizer_(input);
   const at::Tensor w = weight_quantizer_(this->weight);
   const auto& o = this->options;
+  at::Tensor y;
   if (!std::holds_alternative<torch::enumtype::kZeros>(o.padding_mode())) {
     // Non-zero padding is an explicit pad of the (already quantized) input, then an unpadded
     // conv: the same order as torch's Conv and pytorch-quantization's QuantConv.
     const at::Tensor padded =
         F::pad(x, F::PadFuncOptions(this->_reversed_padding_repeated_twice).mode(pad_mode(o.padding_mode())));
-    return conv_nd<D>(padded, w, this->bias, o, torch::ExpandingArray<D>(0));
+    y = conv_nd<D>(padded, w, this->bias, o, torch::ExpandingArray<D>(0));
+  } else {
+    y = conv_nd<D>(x, w, this->bias, o, o.padding());
   }
-  return conv_nd<D>(x, w, this->bias, o, o.padding());
+  detail::notify_output(*this, y);
+  return y;
 }
 
 // torch.nn's _ConvTransposeNd._output_padding: output_size picks the output_padding that
@@ -187,7 +193,9 @@ at::Tensor QuantConvNdImpl<D, Derived>::quant_conv_transpose(const at::Tensor& i
   const auto out_pad = output_padding(input, output_size);
   const at::Tensor x = input_quantizer_(input);
   const at::Tensor w = weight_quantizer_(this->weight);
-  return conv_transpose_nd<D>(x, w, this->bias, this->options, out_pad);
+  at::Tensor y = conv_transpose_nd<D>(x, w, this->bias, this->options, out_pad);
+  detail::notify_output(*this, y);
+  return y;
 }
 
 template class QuantConvNdImpl<1, QuantConv1dImpl>;

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "nn/float_module.h"
+#include "nn/output_hooks.h"
 
 namespace torchqat::nn {
 
@@ -63,7 +64,9 @@ void QuantLinearImpl::pretty_print(std::ostream& stream) const {
 }
 
 at::Tensor QuantLinearImpl::forward(const at::Tensor& input) {
-  return torch::nn::functional::linear(input_quantizer_(input), weight_quantizer_(weight), bias);
+  at::Tensor y = torch::nn::functional::linear(input_quantizer_(input), weight_quantizer_(weight), bias);
+  detail::notify_output(*this, y);
+  return y;
 }
 
 DefaultQuantDescriptor& QuantLinearImpl::input_default() {

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "nn/float_module.h"
+#include "nn/output_hooks.h"
 
 namespace torchqat::nn {
 namespace {
@@ -203,6 +204,7 @@ std::tuple<at::Tensor, std::tuple<at::Tensor, at::Tensor>> QuantLSTMImpl::forwar
     hn = hn.squeeze(1);
     cn = cn.squeeze(1);
   }
+  detail::notify_output(*this, {output, hn, cn});
   return {output, {hn, cn}};
 }
 
@@ -305,7 +307,11 @@ std::tuple<at::Tensor, at::Tensor> QuantLSTMCellImpl::forward(const at::Tensor& 
   auto [w_ih, w_hh] = quant_pair(weight_quantizer_, weight_ih, weight_hh);
   auto [xq, hq] = quant_pair(input_quantizer_, x, h);
   auto [h1, c1] = torch::lstm_cell(xq, {hq, c}, w_ih, w_hh, bias_ih, bias_hh);
-  if (!batched) return {h1.squeeze(0), c1.squeeze(0)};
+  if (!batched) {
+    h1 = h1.squeeze(0);
+    c1 = c1.squeeze(0);
+  }
+  detail::notify_output(*this, {h1, c1});
   return {h1, c1};
 }
 

@@ -4,6 +4,10 @@
 
 namespace torchqat::nn {
 
+void QuantInputMixin::set_input_quantizer(TensorQuantizer) {
+  TORCH_CHECK(false, "set_input_quantizer: this module's input quantizer cannot be replaced");
+}
+
 TensorQuantizer make_layer_quantizer(const std::string& layer, const char* what, const QuantDescriptor& desc,
                                      int64_t tensor_dim) {
   desc.validate();

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "nn/float_module.h"
+#include "nn/output_hooks.h"
 
 namespace torchqat::nn {
 
@@ -39,7 +40,9 @@ void QuantPoolImpl<FloatImpl, Derived>::pretty_print(std::ostream& stream) const
 
 template <typename FloatImpl, typename Derived>
 at::Tensor QuantPoolImpl<FloatImpl, Derived>::forward(const at::Tensor& input) {
-  return Derived::pool(input_quantizer_(input), options);
+  at::Tensor y = Derived::pool(input_quantizer_(input), options);
+  detail::notify_output(*this, y);
+  return y;
 }
 
 template <typename FloatImpl, typename Derived>

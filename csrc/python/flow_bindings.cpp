@@ -1,11 +1,12 @@
-// Bindings of the model-level rules Python's torchqat.calibrate and torchqat.fold_bn share with the
-// C++ flow: the calibration methods and which calibrator / search each means, and BN folding's
-// arithmetic.
+// Bindings of the model-level rules Python's torchqat.calibrate, torchqat.fold_bn and
+// tools.FeatureDistillationLoss share with the C++ flow: the calibration methods and which
+// calibrator / search each means, BN folding's arithmetic, and the distillation loss.
 #include <pybind11/stl.h>
 
 #include "python/bindings.h"
 #include "torchqat/calib/method.h"
 #include "torchqat/fold_bn.h"
+#include "torchqat/tools/distill.h"
 
 namespace py = pybind11;
 
@@ -30,6 +31,8 @@ void bind_flow(py::module_& m) {
       },
       py::arg("weight"), py::arg("bias"), py::arg("running_mean"), py::arg("running_var"), py::arg("gamma"),
       py::arg("beta"), py::arg("eps"), py::arg("transposed") = false, py::arg("groups") = 1);
+  m.def("feature_distillation_loss", &tools::feature_distillation_loss, py::arg("layers"), py::arg("student"),
+        py::arg("teacher"), py::arg("reduction") = "sum");
 }
 
 }  // namespace python

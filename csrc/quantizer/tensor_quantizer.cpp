@@ -5,8 +5,17 @@
 #include "torchqat/calib/make_calibrator.h"
 #include "torchqat/ops.h"
 #include "torchqat/quant_rules.h"
+#include "nn/output_hooks.h"
+#include "quantizer/call_observer.h"
 
 namespace torchqat {
+
+namespace detail {
+const QuantizerCallObserver*& quantizer_call_observer() {
+  static thread_local const QuantizerCallObserver* observer = nullptr;
+  return observer;
+}
+}  // namespace detail
 
 TensorQuantizerImpl::TensorQuantizerImpl(QuantDescriptor desc) : desc_(std::move(desc)) {
   desc_.validate();
@@ -104,21 +113,27 @@ static std::optional<int64_t> single_axis(const QuantDescriptor& d, const at::Te
 }
 
 at::Tensor TensorQuantizerImpl::forward(const at::Tensor& x) {
-  if (disabled_) return x;
-  if (if_calib_) {
-    torch::NoGradGuard no_grad;
-    calibrator_->collect(x.detach());
-  }
-  if (!if_quant_) return x;
-  const at::Tensor a = current_amax(x);
-  const auto axis = a.numel() > 1 ? single_axis(desc_, x) : std::nullopt;
-  // FP8 E4M3 is always fake (the quantized values are floats), as pytorch-quantization's scaled_e4m3.
-  if (desc_.is_e4m3()) return fake_quant_e4m3(x, a, axis);
-  if (desc_.fake_quant()) {
-    return fake_quant(x, a, desc_.num_bits(), desc_.is_unsigned(), desc_.narrow_range(), axis);
-  }
-  auto [q, step] = quantize(x, a, desc_.num_bits(), desc_.is_unsigned(), desc_.narrow_range(), axis);
-  return q.to(x.scalar_type());
+  if (const auto* observe = detail::quantizer_call_observer()) (*observe)(*this, x);
+  const auto quantize_or_pass = [&]() -> at::Tensor {
+    if (disabled_) return x;
+    if (if_calib_) {
+      torch::NoGradGuard no_grad;
+      calibrator_->collect(x.detach());
+    }
+    if (!if_quant_) return x;
+    const at::Tensor a = current_amax(x);
+    const auto axis = a.numel() > 1 ? single_axis(desc_, x) : std::nullopt;
+    // FP8 E4M3 is always fake (the quantized values are floats), as pytorch-quantization's scaled_e4m3.
+    if (desc_.is_e4m3()) return fake_quant_e4m3(x, a, axis);
+    if (desc_.fake_quant()) {
+      return fake_quant(x, a, desc_.num_bits(), desc_.is_unsigned(), desc_.narrow_range(), axis);
+    }
+    auto [q, step] = quantize(x, a, desc_.num_bits(), desc_.is_unsigned(), desc_.narrow_range(), axis);
+    return q.to(x.scalar_type());
+  };
+  at::Tensor y = quantize_or_pass();
+  nn::detail::notify_output(*this, y);  // FeatureDistillationLoss may supervise a quantizer, as in Python
+  return y;
 }
 
 void TensorQuantizerImpl::pretty_print(std::ostream& s) const {

@@ -27,4 +27,7 @@
 #include "torchqat/quant_descriptor.h"
 #include "torchqat/quant_rules.h"
 #include "torchqat/quantizers.h"
+#include "torchqat/share_scales.h"
 #include "torchqat/tensor_quantizer.h"
+#include "torchqat/tools/distill.h"
+#include "torchqat/tools/sensitivity.h"

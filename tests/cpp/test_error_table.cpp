@@ -32,6 +32,8 @@
 #include "torchqat/onnx/implicit.h"
 #include "torchqat/ops.h"
 #include "torchqat/tensor_quantizer.h"
+#include "torchqat/share_scales.h"
+#include "torchqat/tools/distill.h"
 #include "torchqat/tools/sensitivity.h"
 #include "onnx_test_model.h"
 #include "skip.h"
@@ -275,6 +277,43 @@ const std::map<std::string, std::function<void()>>& cases() {
          torchqat::tools::SensitivityTable t{torchqat::tools::SensitivityMode::kAllButOne, 1, 0, {{1, "fc", 0, 1}}, true};
          torchqat::tools::partial_quantize(*quant_linear_model(), t, 1);
        }},
+      {"E270",
+       [] {
+         auto m = quant_linear_model();
+         torchqat::tools::FeatureDistillationLoss(m, m, {"0"});
+       }},
+      {"E271",
+       [] { torchqat::tools::FeatureDistillationLoss(quant_linear_model().ptr(), linear_model(), {"0"}, "max"); }},
+      {"E272",
+       [] { torchqat::tools::FeatureDistillationLoss(quant_linear_model().ptr(), linear_model(), {"head*"}); }},
+      {"E273",
+       [] {
+         torchqat_test::TinyResNet student, teacher;
+         torchqat::tools::FeatureDistillationLoss(student, teacher, {"up"});
+       }},
+      {"E274",
+       [] {
+         torch::nn::Sequential student(tqnn::QuantLinear(2, 2), torch::nn::ReLU(), tqnn::QuantLinear(2, 2));
+         torchqat::tools::FeatureDistillationLoss(student, torch::nn::Sequential(torch::nn::Linear(2, 2)), {"2"});
+       }},
+      {"E275",
+       [] {
+         auto student = quant_linear_model();
+         torchqat::tools::FeatureDistillationLoss loss(student.ptr(), linear_model(), {"0"});
+         student->forward(torch::ones({1, 2}));
+         loss.compute();
+       }},
+      {"E276",
+       [] {
+         torchqat_test::TinyResNet model;
+         torchqat::tools::float_copy(*model);
+       }},
+      {"E277",
+       [] {
+         torchqat::share_scales(quant_linear_model(), {torch::ones({1, 2})},
+                                torchqat::ShareScalesOptions().rules({"residual"}));
+       }},
+      {"E278", [] { torchqat::share_scales(quant_linear_model(), {}); }},
       {"E01", [] { fq(torch::ones({3}, at::kInt), scalar(1)); }},
       {"E190", [] { torchqat::clip(torch::ones({3}, at::kInt), scalar(0), scalar(1)); }},
       {"E191", [] { torchqat::clip(torch::ones({4, 3, 2}), torch::tensor(0), scalar(1)); }},

@@ -40,6 +40,10 @@ class QuantAddImpl : public torch::nn::Cloneable<QuantAddImpl>, public QuantInpu
   TensorQuantizer input0_quantizer() const { return input0_quantizer_; }
   // The quantizer of y: the same object as input0_quantizer() when shared.
   TensorQuantizer input1_quantizer() const { return input1_quantizer_; }
+  // Replaces the quantizer of x (of both inputs when shared).
+  void set_input_quantizer(TensorQuantizer q) override;
+  // Replaces the quantizer of y; c10::Error when shared (set_input_quantizer replaces both).
+  void set_input1_quantizer(TensorQuantizer q);
 
   static QuantDescriptor default_quant_desc_input();
   static void set_default_quant_desc_input(QuantDescriptor desc);

@@ -34,6 +34,9 @@ class QuantConcatImpl : public torch::nn::Cloneable<QuantConcatImpl>, public Qua
   at::Tensor forward(const std::vector<at::Tensor>& inputs);
 
   TensorQuantizer input_quantizer() const override { return input_quantizer_; }
+  void set_input_quantizer(TensorQuantizer q) override {
+    input_quantizer_ = replace_module("_input_quantizer", std::move(q));
+  }
 
   static QuantDescriptor default_quant_desc_input();
   static void set_default_quant_desc_input(QuantDescriptor desc);

@@ -32,6 +32,9 @@ class QuantConvNdImpl : public torch::nn::ConvNdImpl<D, Derived>, public QuantMi
 
   TensorQuantizer input_quantizer() const override { return input_quantizer_; }
   TensorQuantizer weight_quantizer() const override { return weight_quantizer_; }
+  void set_input_quantizer(TensorQuantizer q) override {
+    input_quantizer_ = this->replace_module("_input_quantizer", std::move(q));
+  }
 
   // Class-level defaults: input per tensor; weight per output channel (axis 0, ConvTranspose
   // axis 1). Each class has its own, as each Python class has its own class attribute.

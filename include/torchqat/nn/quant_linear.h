@@ -36,6 +36,9 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
 
   TensorQuantizer input_quantizer() const override { return input_quantizer_; }
   TensorQuantizer weight_quantizer() const override { return weight_quantizer_; }
+  void set_input_quantizer(TensorQuantizer q) override {
+    input_quantizer_ = replace_module("_input_quantizer", std::move(q));
+  }
 
   // Class-level defaults: input per tensor, weight per row (axis 0).
   static QuantDescriptor default_quant_desc_input();

@@ -16,6 +16,10 @@ class QuantInputMixin {
  public:
   virtual ~QuantInputMixin() = default;
   virtual TensorQuantizer input_quantizer() const = 0;
+  // Makes q this module's input quantizer (registered under the same name), as Python's
+  // `module._input_quantizer = q`: share_scales gives the modules of a group one quantizer
+  // object. c10::Error for a module without a replaceable input quantizer (QuantLSTMCell).
+  virtual void set_input_quantizer(TensorQuantizer q);
 };
 
 // A module that also quantizes its weight (Conv, ConvTranspose, Linear).

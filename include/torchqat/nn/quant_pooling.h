@@ -34,6 +34,9 @@ class QuantPoolImpl : public torch::nn::Cloneable<Derived>, public QuantInputMix
   at::Tensor forward(const at::Tensor& input);
 
   TensorQuantizer input_quantizer() const override { return input_quantizer_; }
+  void set_input_quantizer(TensorQuantizer q) override {
+    input_quantizer_ = this->replace_module("_input_quantizer", std::move(q));
+  }
 
   // Class-level default (per tensor), one per class.
   static QuantDescriptor default_quant_desc_input();

@@ -20,9 +20,9 @@ import warnings
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.utils import _pytree
 
+from .. import _C
 from ..nn.modules.tensor_quantizer import TensorQuantizer
 
 __all__ = ["FeatureDistillationLoss"]
@@ -107,21 +107,17 @@ class FeatureDistillationLoss:
         """The loss from the features the last student and teacher forwards left; clears them."""
         if not self._handles:
             raise RuntimeError("FeatureDistillationLoss: the hooks were removed; make a new loss")
-        losses = []
         for n in self.layers:
             if n not in self._student_feats or n not in self._teacher_feats:
                 who = "student" if n not in self._student_feats else "teacher"
                 raise RuntimeError(f"FeatureDistillationLoss: no {who} output for layer {n!r}: run both models "
                                    "on the same inputs first (or call the loss with the inputs)")
-            s, t = self._student_feats[n], self._teacher_feats[n]
-            if len(s) != len(t) or any(a.shape != b.shape for a, b in zip(s, t)):
-                raise RuntimeError(f"FeatureDistillationLoss: layer {n!r} outputs differ in shape: student "
-                                   f"{[tuple(a.shape) for a in s]}, teacher {[tuple(b.shape) for b in t]}")
-            layer_loss = sum(F.mse_loss(a.float(), b.float().to(a.device)) for a, b in zip(s, t))
-            losses.append(layer_loss)
+        student = [self._student_feats[n] for n in self.layers]
+        teacher = [self._teacher_feats[n] for n in self.layers]
         self.clear()
-        total = torch.stack([torch.as_tensor(x) for x in losses]).sum()
-        return total / len(losses) if self.reduction == "mean" else total
+        # The loss (per-layer MSE, summed or averaged; shape checks) is the C++ core's
+        # torchqat::tools::feature_distillation_loss, shared with the C++ FeatureDistillationLoss.
+        return _C.feature_distillation_loss(self.layers, student, teacher, self.reduction)
 
     def clear(self):
         """Drops the recorded layer outputs (call after each backward)."""
