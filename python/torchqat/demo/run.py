@@ -204,32 +204,31 @@ def main(argv=None):
     timings["onnx"] = time.perf_counter() - t
     _log(f"ONNX Runtime int8: {ort_acc:.2f}%")
 
+    def ptq_qat_onnx(name, model, method, epochs, lr, seed_offset, opset):
+        """Calibrate (method), evaluate, QAT for epochs, evaluate, export at opset and run in ONNX
+        Runtime: (PTQ %, QAT %, ORT %, ONNX path)."""
+        tq_calib.calibrate(model, calib_data(), method=method, num_batches=args.calib_batches, progress=show)
+        ptq_acc = evaluate(model, f"eval PTQ {name}")
+        if epochs > 0:
+            qat(model, epochs, lr, f"QAT {name}", seed_offset)
+        qat_acc_ = evaluate(model, f"eval QAT {name}")
+        path = os.path.join(args.out, f"fashion_resnet_{name}_qdq.onnx")
+        ort = _ort_accuracy(model, name, opset, path, x_test, y_test, eval_bs, show)
+        _log(f"{name} PTQ {ptq_acc:.2f}%  QAT {qat_acc_:.2f}%  ONNX Runtime {ort:.2f}%")
+        return ptq_acc, qat_acc_, ort, path
+
     # 5. FP8 E4M3 weights (per channel) and activations: max calibration, QAT, opset-19 ONNX ---------
     t = time.perf_counter()
     fp8 = quantize(fp32_model, weight_bits=E4M3, act_bits=E4M3).to(device)
-    tq_calib.calibrate(fp8, calib_data(), method="max", num_batches=args.calib_batches, progress=show)
-    fp8_ptq = evaluate(fp8, "eval PTQ fp8")
-    if args.qat_epochs > 0:
-        qat(fp8, args.qat_epochs, 1e-3, "QAT fp8", 30)
-    fp8_qat = evaluate(fp8, "eval QAT fp8")
-    fp8_path = os.path.join(args.out, "fashion_resnet_fp8_qdq.onnx")
-    fp8_ort = _ort_accuracy(fp8, "fp8", 19, fp8_path, x_test, y_test, eval_bs, show)
+    fp8_ptq, fp8_qat, fp8_ort, fp8_path = ptq_qat_onnx("fp8", fp8, "max", args.qat_epochs, 1e-3, 30, 19)
     timings["fp8"] = time.perf_counter() - t
-    _log(f"FP8 E4M3 PTQ {fp8_ptq:.2f}%  QAT {fp8_qat:.2f}%  ONNX Runtime {fp8_ort:.2f}%")
 
     # 6. low bit: 4-bit per-channel weights, 8-bit activations; opset-21 ONNX (INT4 weights) ----------
     t = time.perf_counter()
     lowbit = quantize(fp32_model, weight_bits=4).to(device)
     act_method = best
-    tq_calib.calibrate(lowbit, calib_data(), method=act_method, num_batches=args.calib_batches, progress=show)
-    w4_ptq = evaluate(lowbit, "eval PTQ w4a8")
-    if args.lowbit_qat_epochs > 0:
-        qat(lowbit, args.lowbit_qat_epochs, 5e-3, "QAT w4a8", 20)
-    w4_qat = evaluate(lowbit, "eval QAT w4a8")
-    w4_path = os.path.join(args.out, "fashion_resnet_w4a8_qdq.onnx")
-    w4_ort = _ort_accuracy(lowbit, "w4a8", 21, w4_path, x_test, y_test, eval_bs, show)
+    w4_ptq, w4_qat, w4_ort, w4_path = ptq_qat_onnx("w4a8", lowbit, act_method, args.lowbit_qat_epochs, 5e-3, 20, 21)
     timings["lowbit"] = time.perf_counter() - t
-    _log(f"w4a8 PTQ {w4_ptq:.2f}%  QAT {w4_qat:.2f}%  ONNX Runtime {w4_ort:.2f}%")
 
     # 7. one table, one figure --------------------------------------------------------------------------
     def d(acc):
