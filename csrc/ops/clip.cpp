@@ -4,36 +4,17 @@
 #include <torch/library.h>
 
 #include "ops/clip_impl.h"
+#include "ops/quant_layout.h"
 
 namespace torchqat {
 namespace detail {
-
-static bool is_supported_float(at::ScalarType t) {
-  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kDouble;
-}
-
-static void check_bound(const char* op, const char* name, const at::Tensor& b, const at::Tensor& x) {
-  TORCH_CHECK(b.defined(), op, ": ", name, " is undefined");
-  TORCH_CHECK_TYPE(at::isFloatingType(b.scalar_type()), op, ": ", name, " must be a floating tensor, got ",
-                   b.scalar_type());
-  TORCH_CHECK_VALUE(b.device() == x.device(), op, ": x is on ", x.device(), " but ", name, " is on ", b.device(),
-                    "; move ", name, " to x's device");
-  // SymInt sizes: the Meta kernel runs these checks on symbolic shapes too.
-  bool fits = b.dim() <= x.dim();
-  for (int64_t i = 1; fits && i <= b.dim(); ++i) {
-    const c10::SymInt& bs = b.sym_size(-i);
-    fits = bs == 1 || bs == x.sym_size(-i);
-  }
-  TORCH_CHECK_VALUE(fits, op, ": ", name, " of shape ", b.sym_sizes(), " does not broadcast to x of shape ",
-                    x.sym_sizes());
-}
 
 ClipArgs resolve_clip(const char* op, const at::Tensor& x, const at::Tensor& min, const at::Tensor& max) {
   TORCH_CHECK(x.defined(), op, ": x is undefined");
   TORCH_CHECK_TYPE(is_supported_float(x.scalar_type()), op,
                    ": x must be float32, float16, bfloat16 or float64, got ", x.scalar_type());
-  check_bound(op, "min", min, x);
-  check_bound(op, "max", max, x);
+  check_broadcast_bound(op, "min", min, x);
+  check_broadcast_bound(op, "max", max, x);
   ClipArgs a;
   a.x = x.is_non_overlapping_and_dense() ? x : x.contiguous();
   auto prepare = [&](const at::Tensor& b, bool& scalar) {
@@ -68,8 +49,8 @@ at::Tensor clip_meta(const at::Tensor& x, const at::Tensor& min, const at::Tenso
   const char* op = "torchqat.clip";
   TORCH_CHECK_TYPE(is_supported_float(x.scalar_type()), op,
                    ": x must be float32, float16, bfloat16 or float64, got ", x.scalar_type());
-  check_bound(op, "min", min, x);
-  check_bound(op, "max", max, x);
+  check_broadcast_bound(op, "min", min, x);
+  check_broadcast_bound(op, "max", max, x);
   return at::empty_like(x, x.is_non_overlapping_and_dense() ? at::MemoryFormat::Preserve
                                                              : at::MemoryFormat::Contiguous);
 }

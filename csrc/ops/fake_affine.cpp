@@ -17,32 +17,14 @@ namespace {
 
 constexpr const char* kOp = "torchqat.fake_affine_quant";
 
-bool is_supported_float(at::ScalarType t) {
-  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kDouble;
-}
-
 // Checks that need no values (shared with the Meta kernel, SymInt sizes).
 void check_affine_args(const at::Tensor& x, const at::Tensor& min, const at::Tensor& max, int64_t num_bits) {
   TORCH_CHECK(x.defined(), kOp, ": x is undefined");
   TORCH_CHECK_TYPE(is_supported_float(x.scalar_type()), kOp, ": x must be float32, float16, bfloat16 or float64, got ",
                    x.scalar_type());
   quant_range(kOp, num_bits, /*is_unsigned=*/true, /*narrow_range=*/false);
-  auto check_bound = [&](const char* name, const at::Tensor& b) {
-    TORCH_CHECK(b.defined(), kOp, ": ", name, " is undefined");
-    TORCH_CHECK_TYPE(at::isFloatingType(b.scalar_type()), kOp, ": ", name, " must be a floating tensor, got ",
-                     b.scalar_type());
-    TORCH_CHECK_VALUE(b.device() == x.device(), kOp, ": x is on ", x.device(), " but ", name, " is on ", b.device(),
-                      "; move ", name, " to x's device");
-    bool fits = b.dim() <= x.dim();
-    for (int64_t i = 1; fits && i <= b.dim(); ++i) {
-      const c10::SymInt& bs = b.sym_size(-i);
-      fits = bs == 1 || bs == x.sym_size(-i);
-    }
-    TORCH_CHECK_VALUE(fits, kOp, ": ", name, " of shape ", b.sym_sizes(), " does not broadcast to x of shape ",
-                      x.sym_sizes());
-  };
-  check_bound("min_range", min);
-  check_bound("max_range", max);
+  check_broadcast_bound(kOp, "min_range", min, x);
+  check_broadcast_bound(kOp, "max_range", max, x);
 }
 
 at::ScalarType compute_type(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }

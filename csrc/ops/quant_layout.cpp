@@ -23,8 +23,23 @@ QuantRange quant_range(const char* op, int64_t num_bits, bool is_unsigned, bool 
   return {bound, static_cast<float>(quant_min(num_bits, is_unsigned, narrow_range)), bound};
 }
 
-static bool is_supported_float(at::ScalarType t) {
+bool is_supported_float(at::ScalarType t) {
   return t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kDouble;
+}
+
+void check_broadcast_bound(const char* op, const char* name, const at::Tensor& b, const at::Tensor& x) {
+  TORCH_CHECK(b.defined(), op, ": ", name, " is undefined");
+  TORCH_CHECK_TYPE(at::isFloatingType(b.scalar_type()), op, ": ", name, " must be a floating tensor, got ",
+                   b.scalar_type());
+  TORCH_CHECK_VALUE(b.device() == x.device(), op, ": x is on ", x.device(), " but ", name, " is on ", b.device(),
+                    "; move ", name, " to x's device");
+  bool fits = b.dim() <= x.dim();
+  for (int64_t i = 1; fits && i <= b.dim(); ++i) {
+    const c10::SymInt& bs = b.sym_size(-i);
+    fits = bs == 1 || bs == x.sym_size(-i);
+  }
+  TORCH_CHECK_VALUE(fits, op, ": ", name, " of shape ", b.sym_sizes(), " does not broadcast to x of shape ",
+                    x.sym_sizes());
 }
 
 void check_amax_values(const char* op, const at::Tensor& amax) {

@@ -17,6 +17,13 @@ struct QuantRange {
 
 QuantRange quant_range(const char* op, int64_t num_bits, bool is_unsigned, bool narrow_range);
 
+// The floating dtypes the ops take for x: float32, float16, bfloat16, float64.
+bool is_supported_float(at::ScalarType t);
+
+// A clip / affine bound `name`: defined, floating, on x's device, broadcasting to x's shape (SymInt
+// sizes, so the Meta kernels run the same check on symbolic shapes).
+void check_broadcast_bound(const char* op, const char* name, const at::Tensor& b, const at::Tensor& x);
+
 // check_layout's axis for an amax that varies along several dims of x (broadcast-shaped, e.g.
 // [K, C, 1, 1] for a quantizer with axis=(0, 1)).
 constexpr int64_t kMultiAxis = -2;
