@@ -63,6 +63,18 @@ at::Tensor abs_max(const at::Tensor& x, at::IntArrayRef keep_dims) {
   return op.call(x, keep_dims);
 }
 
+at::Tensor fake_quant_blocked(const at::Tensor& x, const at::Tensor& amax, int64_t block_size, int64_t num_bits,
+                              bool is_unsigned, bool narrow_range) {
+  static auto op = handle<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, int64_t, bool, bool)>(
+      "torchqat::fake_quant_blocked");
+  return op.call(x, amax, block_size, num_bits, is_unsigned, narrow_range);
+}
+
+at::Tensor abs_max_blocked(const at::Tensor& x, int64_t block_size) {
+  static auto op = handle<at::Tensor(const at::Tensor&, int64_t)>("torchqat::abs_max_blocked");
+  return op.call(x, block_size);
+}
+
 at::Tensor clip(const at::Tensor& x, const at::Tensor& min, const at::Tensor& max) {
   static auto op = handle<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>("torchqat::clip");
   return op.call(x, min, max);

@@ -56,6 +56,15 @@ at::Tensor dequantize(const at::Tensor& q, const at::Tensor& scale, std::optiona
 // the statistic of max calibration and of dynamic (uncalibrated) quantizers.
 at::Tensor abs_max(const at::Tensor& x, at::IntArrayRef keep_dims = {});
 
+// Blocked fake quantization of a 2-d x [out, in]: one amax per block of block_size consecutive
+// elements along dim 1, amax of shape [out, in / block_size] (ONNX opset 21's blocked
+// QuantizeLinear layout); otherwise as fake_quant (STE, LSQ gradient with N = block_size).
+at::Tensor fake_quant_blocked(const at::Tensor& x, const at::Tensor& amax, int64_t block_size, int64_t num_bits = 8,
+                              bool is_unsigned = false, bool narrow_range = false);
+
+// abs-max of each block of fake_quant_blocked's layout: [out, in / block_size], float32.
+at::Tensor abs_max_blocked(const at::Tensor& x, int64_t block_size);
+
 // Clip with broadcasting bounds: max(min(x, max), min) (so min wins where min > max), in x's
 // dtype and shape; min and max broadcast to x. Backward (PACT): dx = grad where min < x < max;
 // d min = sum of grad where x <= min, d max = sum of grad where x >= max, each summed to the

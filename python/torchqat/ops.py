@@ -34,6 +34,17 @@ def abs_max(x, keep_dims=()):
     return _ops.abs_max(x, list(keep_dims))
 
 
+def fake_quant_blocked(x, amax, block_size, num_bits=8, unsigned=False, narrow_range=False):
+    """torch.ops.torchqat.fake_quant_blocked: fake quantization of a 2-d x with one amax per block of
+    block_size elements along dim 1 (amax [out, in / block_size], ONNX opset 21's blocked layout)."""
+    return _ops.fake_quant_blocked(x, amax, block_size, num_bits, unsigned, narrow_range)
+
+
+def abs_max_blocked(x, block_size):
+    """torch.ops.torchqat.abs_max_blocked: the abs-max of each block of fake_quant_blocked's layout."""
+    return _ops.abs_max_blocked(x, block_size)
+
+
 def clip(x, min, max):
     """max(min(x, max), min) with broadcasting tensor bounds; PACT gradient to the bounds."""
     return _ops.clip(x, min, max)
