@@ -79,6 +79,13 @@ def _check_new_amax(key, value, quantizer, weight):
         return None if n == 1 else f"{key}: a per-tensor quantizer takes 1 amax value, got shape {tuple(value.shape)}"
     if not torch.is_tensor(weight):
         return None  # an input quantizer: the input's shape is not known here
+    block = quantizer.block_size
+    if block is not None:  # one amax per block of `block` inputs of each output row
+        want = (weight.shape[0], weight.shape[1] // block) if weight.dim() == 2 and weight.shape[1] % block == 0 else None
+        if want is not None and tuple(value.shape) == want:
+            return None
+        return (f"{key}: amax of shape {tuple(value.shape)} does not fit the weight of shape {tuple(weight.shape)} "
+                f"with block_size {block} (expected shape {want})")
     dims = [a % weight.dim() for a in axis]
     k = 1
     for a in dims:

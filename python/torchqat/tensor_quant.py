@@ -39,6 +39,24 @@ def _check_num_bits(num_bits):
     return num_bits
 
 
+def _check_block_size(block_size, num_bits, axis, fake_quant, calib_method):
+    """block_size: None, or an int >= 1 for an integer format with axis=(0,) (blocks along dim 1 of a
+    2-d weight), fake quant and max calibration (a histogram per block is not kept)."""
+    if block_size is None:
+        return None
+    if isinstance(block_size, bool) or not isinstance(block_size, int):
+        raise TypeError(f"block_size must be None or an int, got {block_size!r}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if num_bits == E4M3:
+        raise ValueError("block_size is for integer formats; num_bits=(4, 3) (FP8 E4M3) is per tensor or per channel")
+    if axis != (0,):
+        raise ValueError(f"block_size needs axis=(0,) (one amax per output row and block along dim 1), got axis={axis}")
+    if not fake_quant or calib_method != "max":
+        raise ValueError("block_size needs fake_quant=True and calib_method='max'")
+    return block_size
+
+
 def is_e4m3(num_bits):
     """Whether num_bits names FP8 E4M3."""
     return num_bits == E4M3
@@ -81,6 +99,8 @@ class ScaledQuantDescriptor:
             raise ValueError(f"calib_method must be 'max' or 'histogram', got {self._calib_method!r}")
         self._unsigned = bool(kwargs.pop("unsigned", False))
         self._narrow_range = bool(kwargs.pop("narrow_range", False))
+        self._block_size = _check_block_size(kwargs.pop("block_size", None), num_bits, self._axis,
+                                             self._fake_quant, self._calib_method)
         if kwargs:
             raise TypeError(f"Unused keys: {list(kwargs.keys())}")
         if num_bits == E4M3 and self._unsigned:
@@ -99,6 +119,9 @@ class ScaledQuantDescriptor:
     calib_method = property(lambda self: self._calib_method, doc="'max' or 'histogram': the calibrator a TensorQuantizer makes.")
     unsigned = property(lambda self: self._unsigned, doc='Unsigned grid [0, 2^b - 1].')
     narrow_range = property(lambda self: self._narrow_range, doc='Signed grid without its lowest value ([-bound, bound]).')
+    block_size = property(lambda self: self._block_size,
+                          doc='None, or one amax per block of that many elements along dim 1 of a 2-d weight '
+                              '(with axis=(0,): amax [out, in / block_size], ONNX opset 21 blocked Q/DQ).')
 
     def __str__(self):
         s = f"{self._num_bits}bit" + (" fake" if self._fake_quant else " real")
@@ -111,6 +134,8 @@ class ScaledQuantDescriptor:
             s += " unsigned"
         if self._narrow_range:
             s += " narrow"
+        if self._block_size is not None:
+            s += f" block_size={self._block_size}"
         return f"QuantDescriptor({s})"
 
     __repr__ = __str__
@@ -146,6 +171,8 @@ class ScaledQuantDescriptor:
             d["narrow_range"] = True
         if self._calib_method != "max":
             d["calib_method"] = self._calib_method
+        if self._block_size is not None:
+            d["block_size"] = self._block_size
         return d
 
     def to_yaml(self):

@@ -48,6 +48,15 @@ def _fq(x=X, amax=torch.tensor(1.0), bits=8, axis=None):
     return op.fake_quant(x, amax, bits, False, False, axis)
 
 
+def _blocked_linear(calibrated=True):
+    """A QuantLinear(16, 4) with a 4-bit weight quantizer blocked by 4 along its input dim."""
+    m = qnn.QuantLinear(16, 4, quant_desc_weight=QuantDescriptor(num_bits=4, axis=(0,), block_size=4)).eval()
+    if calibrated:
+        m._input_quantizer.amax = 1.0
+        m._weight_quantizer.amax = op.abs_max_blocked(m.weight.detach(), 4)
+    return m
+
+
 def _collected(cal, x=X):
     cal.collect(x)
     return cal
@@ -74,6 +83,11 @@ def _w4_linear(act=False):
 def _export_enabled(model, opset):
     with torchqat.enable_onnx_export():
         torch.onnx.export(model, (torch.ones(1, 2),), io.BytesIO(), opset_version=opset, dynamo=False)
+
+
+def _export_blocked_enabled(model):
+    with torchqat.enable_onnx_export():
+        torch.onnx.export(model, (torch.ones(1, 16),), io.BytesIO(), opset_version=20, dynamo=False)
 
 
 def _quantizer_with(**desc):
@@ -191,6 +205,19 @@ CASES = {
     "E30": lambda t: QuantDescriptor(scale_amax=0.0),
     "E31": lambda t: QuantDescriptor(foo=1),
     "E32": lambda t: QuantDescriptor(axis=(1.5,)),
+    "E262": lambda t: QuantDescriptor(num_bits=4, axis=(0,), block_size="4"),
+    "E263": lambda t: QuantDescriptor(num_bits=4, axis=(0,), block_size=0),
+    "E264": lambda t: QuantDescriptor(num_bits=(4, 3), axis=(0,), block_size=16),
+    "E265": lambda t: QuantDescriptor(num_bits=4, block_size=16),
+    "E266": lambda t: QuantDescriptor(num_bits=4, axis=(0,), block_size=16, calib_method="histogram"),
+    "E267": lambda t: op.fake_quant_blocked(torch.randn(2, 3, 4), torch.ones(2, 3, 1), 4),
+    "E268": lambda t: op.abs_max_blocked(torch.randn(4, 16), 5),
+    "E269": lambda t: op.fake_quant_blocked(torch.randn(4, 16), torch.ones(4, 2), 4),
+    "E320": lambda t: torchqat.onnx.export(_blocked_linear(calibrated=False), torch.randn(2, 16), str(t / "m.onnx")),
+    "E321": lambda t: torchqat.onnx.export(_blocked_linear(), torch.randn(2, 16), str(t / "m.onnx"), dynamo=True),
+    "E322": lambda t: torchqat.onnx.export(_blocked_linear(), torch.randn(2, 16), str(t / "m.onnx"), opset_version=19),
+    "E323": lambda t: _export_blocked_enabled(_blocked_linear()),
+    "E324": lambda t: torchqat.calib.calibrate_weights(_blocked_linear(calibrated=False), method="mse"),
     "E290": lambda t: QuantDescriptor(axis=(0,), learn_amax=True),
     "E291": lambda t: qnn.QuantConv2d(2, 3, 3, descriptor=QuantDescriptor()),
     "E292": lambda t: torchqat.tensor_quant.fake_affine_tensor_quant(X, 1.0, 0.0),

@@ -30,7 +30,7 @@ def _fresh_calibrator(q, method, lockstep):
     """A calibrator with no statistics for q: histogram for per-tensor quantizers when method is
     a histogram search (keeping num_bins/skip_zeros of one already configured), max otherwise."""
     if not _C.calib_uses_histogram(method, q.axis is not None):
-        return MaxCalibrator(q.num_bits, q.axis, q.unsigned)
+        return MaxCalibrator(q.num_bits, q.calibration_axis, q.unsigned)
     old = q.calibrator
     kw = {"num_bins": old._num_bins, "skip_zeros": old._skip_zeros} if isinstance(old, HistogramCalibrator) else {}
     cal = HistogramCalibrator(q.num_bits, None, q.unsigned, **kw)

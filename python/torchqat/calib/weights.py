@@ -24,6 +24,14 @@ def calibrate_weights(model, method="percentile", perchannel=True, percentile=99
 
 def _calibrate_one(w, wq, axis, method, perchannel, percentile, num_bins):
     """Sets wq.amax from the weight w it quantizes."""
+    if wq.block_size is not None:  # one amax per block: max only (no histogram per block)
+        if method != "max":
+            raise ValueError(f"calibrate_weights: method {method!r} for a quantizer with block_size "
+                             f"{wq.block_size}; blocked quantizers calibrate with method='max'")
+        cal = MaxCalibrator(wq.num_bits, wq.calibration_axis, wq.unsigned)
+        cal.collect(wq.calibration_input(w))
+        wq.amax = cal.compute_amax()
+        return
     if method == "max":
         cal = MaxCalibrator(wq.num_bits, axis if perchannel else None, wq.unsigned)
         cal.collect(w)

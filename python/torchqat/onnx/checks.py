@@ -4,7 +4,7 @@ import torch
 from ..nn.modules.tensor_quantizer import TensorQuantizer
 from ..tensor_quant import is_e4m3
 
-__all__ = ["check_quantizers", "exported_quantizers", "fp8_quantizers", "int4_weights"]
+__all__ = ["blocked_quantizers", "check_quantizers", "exported_quantizers", "fp8_quantizers", "int4_weights"]
 
 
 def exported_quantizers(model):
@@ -35,9 +35,14 @@ def int4_weights(model):
     `weight`, as the exporter names the initializer)."""
     out = {}
     for path, q in exported_quantizers(model):
-        if q.num_bits == 4 and path.endswith("._weight_quantizer"):
+        if q.num_bits == 4 and path.endswith("._weight_quantizer") and q.block_size is None:
             out[path[: -len("._weight_quantizer")] + ".weight"] = q
     return out
+
+
+def blocked_quantizers(model):
+    """[(path, quantizer)] of the exported quantizers with a block_size (blocked Q/DQ, opset 21)."""
+    return [(path, q) for path, q in exported_quantizers(model) if q.block_size is not None]
 
 
 def check_quantizers(model):
@@ -57,6 +62,9 @@ def check_quantizers(model):
                              "use 8 bits for export")
         # A learned range (learn_amax) quantizes with max(-clip_value_min, clip_value_max).
         amax = torch.maximum(-q.clip.clip_value_min, q.clip.clip_value_max) if q.learn_amax else q.amax
+        if amax is None and q.block_size is not None:
+            raise ValueError(f"{path} has a block_size and no amax: calibrate it (torchqat.calibrate) before export "
+                             "(a blocked scale is an initializer, not traced from the example input)")
         if amax is None:
             continue  # dynamic: its scale is traced from the example input (nn/modules/_dynamic.py)
         a = amax.detach().float()
@@ -66,5 +74,5 @@ def check_quantizers(model):
             raise ValueError(f"{path} has a non-finite amax ({a.flatten()[:8].tolist()}); recalibrate it")
         if (a < 0).any():
             raise ValueError(f"{path} has a negative amax (min {a.min().item()}); amax must be >= 0")
-        if a.numel() > 1 and sum(1 for s in a.shape if s > 1) > 1:
+        if a.numel() > 1 and sum(1 for s in a.shape if s > 1) > 1 and q.block_size is None:
             raise ValueError(f"{path} has an amax of shape {tuple(a.shape)}: ONNX Q/DQ has one quantization axis")

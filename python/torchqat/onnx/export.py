@@ -35,6 +35,10 @@ def _opset_for(model, opset_version):
     int4 = [name[: -len(".weight")] + "._weight_quantizer" for name in checks.int4_weights(model)]
     if int4:
         needs.append((symbolic.INT4_OPSET, int4[0], len(int4), "INT4", "has num_bits=4", "INT4"))
+    blocked = [path for path, _q in checks.blocked_quantizers(model)]
+    if blocked:
+        needs.append((symbolic.INT4_OPSET, blocked[0], len(blocked), "blocked", "has a block_size",
+                      "a blocked scale"))
     if not needs:
         return symbolic.MIN_OPSET if opset_version is None else opset_version
     need, path, count, kind, what, onnx_type = max(needs)
@@ -88,6 +92,47 @@ def _int4_zero_points(proto, weights, opset_version):
     proto.ir_version = max(proto.ir_version, 10)
 
 
+def _blocked_qdq(proto, opset_version):
+    """Each torchqat::BlockedQDQ(x, scale) placeholder becomes QuantizeLinear -> DequantizeLinear with
+    axis=1 and its block_size (opset 21), an INT4 / UINT4 (4 bits) or INT8 / UINT8 zero point of the
+    scale's shape; the model gets opset_version (>= 21) and IR 10."""
+    from onnx import TensorProto, helper
+
+    cleanup.bypass_constant_identities(proto)
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    nodes = []
+    for n in graph.node:
+        if n.op_type != "BlockedQDQ" or n.domain != "torchqat":
+            nodes.append(n)
+            continue
+        attrs = {a.name: a.i for a in n.attribute}
+        if n.input[1] not in inits:
+            raise ValueError(f"torchqat.onnx.export: the blocked quantizer reading {n.input[0]!r} has no constant "
+                             "scale; calibrate it (torchqat.calibrate) before export")
+        dims = list(inits[n.input[1]].dims)
+        unsigned, bits = bool(attrs["unsigned"]), attrs["num_bits"]
+        zp_type = {(4, False): TensorProto.INT4, (4, True): TensorProto.UINT4,
+                   (8, False): TensorProto.INT8, (8, True): TensorProto.UINT8}[(bits, unsigned)]
+        zp = helper.make_tensor(n.output[0] + ".zero_point", zp_type, dims, [0] * int(np.prod(dims, dtype=np.int64)))
+        graph.initializer.append(zp)
+        q_out = n.output[0] + ".quantized"
+        common = {"axis": 1, "block_size": attrs["block_size"]}
+        nodes.append(helper.make_node("QuantizeLinear", [n.input[0], n.input[1], zp.name], [q_out],
+                                      name=n.name + ".QuantizeLinear", **common))
+        nodes.append(helper.make_node("DequantizeLinear", [q_out, n.input[1], zp.name], [n.output[0]],
+                                      name=n.name + ".DequantizeLinear", **common))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    keep = [o for o in proto.opset_import if o.domain != "torchqat"]
+    del proto.opset_import[:]
+    proto.opset_import.extend(keep)
+    for o in proto.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = opset_version
+    proto.ir_version = max(proto.ir_version, 10)
+
+
 def export(model, args, f, opset_version=None, input_names=None, output_names=None, dynamic_axes=None,
            *, clean=True, dynamo=False, **kwargs):
     """Exports a quantized model as QDQ ONNX for TensorRT; returns the onnx.ModelProto (None without onnx).
@@ -129,6 +174,10 @@ def export(model, args, f, opset_version=None, input_names=None, output_names=No
     if int4 and not clean:
         raise ValueError("torchqat.onnx.export: INT4 weights need clean=True (their zero points are rewritten "
                          "after export)")
+    blocked = checks.blocked_quantizers(model)
+    if blocked and (dynamo or not clean):
+        raise ValueError(f"torchqat.onnx.export: {blocked[0][0]} has a block_size; blocked Q/DQ exports with "
+                         "dynamo=False and clean=True (its nodes are written after export)")
     if dynamo:
         # torch.export keeps a dynamic quantizer's abs_max in the graph (no trace constant as in TorchScript).
         dynamic = [path for path, q in checks.exported_quantizers(model) if q.amax is None]
@@ -161,8 +210,10 @@ def export(model, args, f, opset_version=None, input_names=None, output_names=No
             else:
                 # 4-bit weights: exported at the TorchScript exporter's last opset, 20, with int8
                 # placeholder zero points; _int4_zero_points makes them INT4 at opset 21.
-                symbolic.int4_placeholders = bool(int4)
-                torch.onnx.export(model, args, buffer, opset_version=min(opset_version, 20) if int4 else opset_version,
+                # Blocked quantizers likewise: a torchqat::BlockedQDQ placeholder, made Q/DQ by _blocked_qdq.
+                symbolic.int4_placeholders = bool(int4 or blocked)
+                torch.onnx.export(model, args, buffer,
+                                  opset_version=min(opset_version, 20) if int4 or blocked else opset_version,
                                   input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
                                   dynamo=False, **kwargs)
                 data = buffer.getvalue()
@@ -180,6 +231,9 @@ def export(model, args, f, opset_version=None, input_names=None, output_names=No
         proto = onnx.load_from_string(data)
         if int4:
             _int4_zero_points(proto, int4, opset_version)
+            data = proto.SerializeToString()
+        if blocked:
+            _blocked_qdq(proto, opset_version)
             data = proto.SerializeToString()
         if clean:
             cleanup.clean(proto)

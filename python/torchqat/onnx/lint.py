@@ -15,6 +15,7 @@ Rules (each violation carries its rule name):
 - per-tensor-activation: per-channel Q/DQ only on weights (initializer-fed); activations per tensor.
 - weight-axis:      a per-channel weight Q/DQ uses the output-channel axis of its consumer: 0 for Conv and
                     Gemm(transB=1), 1 for ConvTranspose and Gemm(transB=0), the last axis for MatMul.
+- block:            a blocked Q/DQ (block_size, opset 21) is on a weight and has a 2-d scale.
 - quantized-inputs: Conv, ConvTranspose, Gemm and MatMul get a DequantizeLinear on every data input
                     (input and weight, not bias), or on none (a float layer, allowed unless
                     allow_float_layers=False).
@@ -34,7 +35,7 @@ import numpy as np
 __all__ = ["lint_tensorrt", "Violation", "RULES"]
 
 RULES = ("opset", "constant-scale", "identity-scale", "scale-value", "zero-point", "symmetric", "qdq-pair",
-         "per-tensor-activation", "weight-axis", "quantized-inputs", "concat-scale", "maxpool-scale",
+         "per-tensor-activation", "weight-axis", "block", "quantized-inputs", "concat-scale", "maxpool-scale",
          "residual-add")
 
 # Zero-point dtypes beyond int8/uint8 TensorRT takes, and the opset whose Q/DQ first has them.
@@ -247,8 +248,16 @@ def _check_qdq(g, n, add, allow_uint8, opset=None):
             add("scale-value", n, f"scale dtype is {scale.dtype}, TensorRT wants float32")
         if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
             add("scale-value", n, f"scale must be finite and > 0, got {scale.flatten()[:8].tolist()}")
-        if scale.ndim > 1:
+        block = _attr(n, "block_size", 0)
+        if scale.ndim > 1 and not block:
             add("scale-value", n, f"scale must be a scalar or 1-d, got shape {list(scale.shape)}")
+        if block:  # opset 21's blocked Q/DQ: TensorRT takes it on 2-d weights only
+            if opset is not None and opset < 21:
+                add("opset", n, f"{what} with block_size needs opset >= 21, the model has {opset}")
+            if not _is_weight_q(g, n):
+                add("block", n, f"blocked {what} on an activation; TensorRT's block quantization is weight-only")
+            if scale.ndim != 2:
+                add("block", n, f"a blocked scale must be 2-d ([out, in / block_size]), got shape {list(scale.shape)}")
     zp_name = n.input[2] if len(n.input) > 2 else ""
     zp = np.array(0, dtype=np.uint8) if not zp_name else g.value(zp_name)
     if zp is None:

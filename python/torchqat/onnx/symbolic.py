@@ -168,6 +168,34 @@ def _qdq(g, x, amax, bound, zp_dtype, ch_axis, channels):
     return y
 
 
+def fake_quant_blocked_symbolic(g, x, amax, block_size, num_bits, unsigned, narrow_range):
+    """torchqat::fake_quant_blocked -> a torchqat::BlockedQDQ(x, scale) placeholder, which
+    torchqat.onnx.export turns into opset 21's blocked QuantizeLinear / DequantizeLinear (torch's
+    TorchScript exporter stops at opset 20)."""
+    if not int4_placeholders:
+        raise ValueError(f"torchqat ONNX export: {_where(g)} has a block_size; blocked Q/DQ needs opset "
+                         f"{INT4_OPSET}, past torch.onnx.export's TorchScript exporter: export with torchqat.onnx.export")
+    num_bits = _sh._get_const(num_bits, "i", "num_bits")
+    unsigned = bool(_sh._get_const(unsigned, "b", "unsigned"))
+    if num_bits not in (4, 8):
+        raise ValueError(f"torchqat ONNX export: {_where(g)} has num_bits={num_bits}; blocked Q/DQ is INT4 or INT8")
+    block_size = _sh._get_const(block_size, "i", "block_size")
+    bound = float(_C.quant_bound(num_bits, unsigned))
+    if amax.type().scalarType() != "Float":
+        amax = g.op("Cast", amax, to_i=_FLOAT)
+    scale = g.op("Div", amax, _const(g, torch.tensor(bound, dtype=torch.float32)))
+    too_small = g.op("Less", scale, _const(g, torch.tensor(_MIN_NORMAL_FP32, dtype=torch.float32)))
+    scale = g.op("Where", too_small, _const(g, torch.tensor(ZERO_AMAX_SCALE, dtype=torch.float32)), scale)
+    x_type = x.type().scalarType() if x.type() is not None else None
+    if x_type in _CAST_BACK:
+        x = g.op("Cast", x, to_i=_FLOAT)
+    y = g.op("torchqat::BlockedQDQ", x, scale, block_size_i=block_size, num_bits_i=num_bits, unsigned_i=int(unsigned))
+    y.setType(x.type())
+    if x_type in _CAST_BACK:
+        y = g.op("Cast", y, to_i=_CAST_BACK[x_type])
+    return y
+
+
 def abs_max_symbolic(g, x, keep_dims):
     """torchqat.abs_max called in a forward: not exportable, TensorRT needs constant scales."""
     raise ValueError(f"torchqat ONNX export: torchqat.abs_max in {_where(g)} has no ONNX form (TensorRT needs "
@@ -193,5 +221,6 @@ def register():
     torch.onnx.register_custom_op_symbolic("torchqat::fake_quant", fake_quant_symbolic, 1)
     torch.onnx.register_custom_op_symbolic("torchqat::fake_quant_e4m3", fake_quant_e4m3_symbolic, 1)
     torch.onnx.register_custom_op_symbolic("torchqat::abs_max", abs_max_symbolic, 1)
+    torch.onnx.register_custom_op_symbolic("torchqat::fake_quant_blocked", fake_quant_blocked_symbolic, 1)
     torch.onnx.register_custom_op_symbolic("torchqat::clip", clip_symbolic, 1)
     _registered = True

@@ -47,6 +47,7 @@ class TensorQuantizer(nn.Module):
         self._learn_amax = quant_desc.learn_amax
         self._unsigned = quant_desc.unsigned
         self._narrow_range = quant_desc.narrow_range
+        self._block_size = quant_desc.block_size
         self._calib_method = quant_desc.calib_method
         self._name = quant_desc.name
         self._scale = 1.0 if quant_desc.fake_quant else None  # as pytorch-quantization
@@ -72,7 +73,7 @@ class TensorQuantizer(nn.Module):
         if self._calibrator_obj is None:
             from ... import calib
             cls = calib.HistogramCalibrator if self._calib_method == "histogram" else calib.MaxCalibrator
-            self._calibrator_obj = cls(self._num_bits, self._axis, self._unsigned)
+            self._calibrator_obj = cls(self._num_bits, self.calibration_axis, self._unsigned)
         return self._calibrator_obj
 
     @_calibrator.setter
@@ -134,6 +135,23 @@ class TensorQuantizer(nn.Module):
     def axis(self):
         """The dims that keep their own amax (None: per tensor)."""
         return self._axis
+
+    @property
+    def block_size(self):
+        """None, or the block along dim 1 of a 2-d input that shares one amax (amax [out, in / block_size])."""
+        return self._block_size
+
+    @property
+    def calibration_axis(self):
+        """The axis a calibrator of this quantizer keeps, over what calibration_input gives it: a blocked
+        quantizer's calibrator sees the per-block abs-max [out, in / block_size] and keeps both dims."""
+        return (0, 1) if self._block_size is not None else self._axis
+
+    def calibration_input(self, inputs):
+        """What this quantizer's calibrator collects from inputs: inputs, or their per-block abs-max."""
+        if self._block_size is not None:
+            return ops.abs_max_blocked(inputs, self._block_size)
+        return inputs
 
     @property
     def disabled(self):
@@ -292,6 +310,8 @@ class TensorQuantizer(nn.Module):
     def _get_amax(self, inputs):
         if hasattr(self, "_amax"):
             amax = self._amax
+        elif self._block_size is not None:
+            amax = ops.abs_max_blocked(inputs, self._block_size).detach()
         else:
             keep = () if self._axis is None else tuple(a % inputs.dim() for a in self._axis)
             amax = dynamic_amax(inputs, keep)  # the batch's abs-max (a constant under ONNX export)
@@ -315,6 +335,9 @@ class TensorQuantizer(nn.Module):
             amax = torch.maximum(-self.clip.clip_value_min, self.clip.clip_value_max).detach()
         else:
             amax = self._get_amax(inputs)
+        if self._block_size is not None:  # fake quant only (the descriptor's rule)
+            return ops.fake_quant_blocked(inputs, amax, self._block_size, self._num_bits, self._unsigned,
+                                          self._narrow_range)
         axis = self._op_axis(inputs, amax)
         if is_e4m3(self._num_bits):  # always fake: FP8 values are floats (pytorch-quantization's scaled_e4m3)
             return ops.fake_quant_e4m3(inputs, amax, axis)
@@ -331,7 +354,7 @@ class TensorQuantizer(nn.Module):
             return inputs
         if self._if_calib:
             with torch.no_grad():
-                self._calibrator.collect(inputs.detach())
+                self._calibrator.collect(self.calibration_input(inputs.detach()))
         if self._if_quant:
             return self._quant_forward(inputs)
         if self._if_clip:
