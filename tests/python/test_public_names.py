@@ -308,6 +308,13 @@ def _conv_graph(weight_dq_axis=0, act_zp=0, scale=0.02, opset=13, identity_scale
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
+def _blocked_activation(model):
+    """model with its activation Q/DQ given a block_size (TensorRT blocks weights only)."""
+    for n in model.graph.node[:2]:
+        n.attribute.append(helper.make_attribute("block_size", 2))
+    return model
+
+
 def _rules(model, **kw):
     return {v.rule for v in tq_onnx.lint_tensorrt(model, **kw)}
 
@@ -324,6 +331,7 @@ def test_lint_rules_each_fire_on_a_graph_that_breaks_them():
         "per-tensor-activation": _conv_graph(per_channel_act=True),
         "weight-axis": _conv_graph(weight_dq_axis=1),
         "quantized-inputs": _conv_graph(float_weight=True),
+        "block": _blocked_activation(_conv_graph(opset=21)),
     }
     for rule, model in cases.items():
         kw = {"allow_float_layers": False} if rule == "quantized-inputs" else {}
