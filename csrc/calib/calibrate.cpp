@@ -9,6 +9,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "torchqat/calib/distributed.h"
 #include "torchqat/calib/histogram_calibrator.h"
 #include "torchqat/calib/max_calibrator.h"
 #include "calib/auto_choice.h"
@@ -39,6 +40,8 @@ calib::CalibratorPtr fresh_calibrator(const TensorQuantizerImpl& q, const std::s
                                                       d.format());
 }
 
+bool distributed(const CalibrateOptions& o) { return o.process_group() && o.process_group()->getSize() > 1; }
+
 void check_options(const CalibrateOptions& o) {
   calib::check_calibrate_method(o.method(), kWhat);
   TORCH_CHECK_VALUE(o.auto_batches() >= 1, kWhat, ": auto_batches must be >= 1, got ", o.auto_batches());
@@ -52,6 +55,9 @@ void check_options(const CalibrateOptions& o) {
     TORCH_CHECK_VALUE(o.stride() >= 1, kWhat, ": stride must be >= 1, got ", o.stride());
     TORCH_CHECK_VALUE(o.start_bin() >= 1, kWhat, ": start_bin must be >= 1, got ", o.start_bin());
   }
+  TORCH_CHECK_VALUE(!distributed(o) || o.method() != "auto", kWhat,
+                    ": method 'auto' is not supported with a process_group of size > 1 (its per-layer errors are "
+                    "measured on one process); use 'max', 'entropy', 'percentile' or 'mse'");
 }
 
 // Rethrows e with the quantizer's name in front, keeping its class (ValueError stays ValueError).
@@ -81,6 +87,9 @@ Calibration::Calibration(torch::nn::Module& module, CalibrateOptions options, st
       if (auto h = std::dynamic_pointer_cast<calib::HistogramCalibrator>(cal)) {
         cal = std::make_shared<calib::detail::RecordingCalibrator>(h, batch_index_, options_.auto_batches());
       }
+    }
+    if (auto h = std::dynamic_pointer_cast<calib::HistogramCalibrator>(cal); h && distributed(options_)) {
+      h->set_range_agreement(calib::range_agreement(options_.process_group()));
     }
     e.quantizer->set_calibrator(cal);
     e.quantizer->disable_quant();
@@ -120,6 +129,11 @@ void Calibration::finish() {
   TORCH_CHECK(!restored_, kWhat, ": finish() was already called");
   restore();
   if (options_.progress()) print_progress(true);
+  if (distributed(options_)) {
+    std::vector<calib::NamedCalibrator> cals;
+    for (auto& e : quantizers_) cals.push_back({e.name, e.quantizer->calibrator()});
+    calib::merge_across_ranks(cals, *options_.process_group());
+  }
   // Every amax first: an error (or a strict quantizer without data) leaves all amax as they were.
   std::vector<std::pair<TensorQuantizerImpl*, at::Tensor>> loads;
   std::vector<QuantizerEntry> chosen_later;  // "auto": measured once the weights have their amax

@@ -89,6 +89,7 @@ void HistogramCalibrator::collect(const at::Tensor& x) {
   }
   TORCH_CHECK_VALUE(std::isfinite(vmax), "HistogramCalibrator.collect: x contains ", std::isnan(vmax) ? "NaN" : "Inf",
                     "; a non-finite value would poison the histogram range");
+  if (width_ == 0.0 && agree_) reserve_range(agree_(vmax));  // a range every rank shares
   if (width_ == 0.0 && vmax == 0.0f) {  // only zeros so far: the range is not known yet
     pending_zeros_ += xd.numel();
     return;

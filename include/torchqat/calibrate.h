@@ -13,11 +13,20 @@
 // training flag are restored afterwards, also when forward throws. The amax equal Python's
 // torchqat.calibrate on the same model and data.
 //
+// Distributed (process_group of size > 1): every rank calls calibrate on its own shard of the data;
+// after collecting, the statistics are merged across ranks (torchqat/calib/distributed.h, Python's
+// rule: running max all-reduced with MAX, histograms binned with one width and their counts summed)
+// before any amax is computed, so every rank loads the same amax: exactly one process's on all the
+// data for method "max", and for the histogram methods whenever the first batches' max over ranks
+// is the width one process would fix. Ranks must collect in step (the same number of batches)
+// until each histogram has a range. Method "auto" is refused there.
+//
 // batches: any range of batches (a std::vector<at::Tensor>, a DataLoader or *unique_ptr to one);
 // a batch is a tensor, a torch::data::Example (its data), a std::vector of Examples (their data
 // stacked, what a DataLoader without Stack gives) or a pair / tuple (its first element).
 #include <ATen/core/grad_mode.h>
 #include <torch/arg.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/data/example.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
@@ -54,6 +63,8 @@ struct CalibrateOptions {
   TORCH_ARG(bool, progress) = true;
   // Method "auto" measures on the inputs recorded during the first auto_batches batches; >= 1.
   TORCH_ARG(int64_t, auto_batches) = 2;
+  // Merge statistics across the ranks of this c10d group (null, or a group of size 1: none); see above.
+  TORCH_ARG(c10::intrusive_ptr<c10d::ProcessGroup>, process_group) = {};
 };
 
 // Method "auto" (python/torchqat/calib/auto.py's rule, the same in both languages): for each

@@ -2,6 +2,7 @@
 // id, that must throw the documented c10 type (or TORCH_WARN, "c10::Warning") with the documented
 // message fragment; a case without a row fails too. The doc is read at run time. (Plain CHECK is
 // c10's fatal macro once torch is included: use CHECK_THAT / CHECK_FALSE / REQUIRE.)
+#include "thread_group.h"  // c10d headers before Catch (c10's CHECK)
 #include "catch_torch.h"
 #include <torch/torch.h>
 
@@ -188,6 +189,17 @@ void calibrate_tiny(const torchqat::CalibrateOptions& o, int batches = 1) {
   torchqat::calibrate(model, data, torchqat::CalibrateOptions(o).progress(false));
 }
 at::Tensor no_tensor() { return at::Tensor(); }
+// calibrate(method) on two ranks (threads) whose models differ as rank1_model says; throws rank 0's error.
+void calibrate_two_ranks(const std::function<torch::nn::Sequential(int rank)>& model, const char* method = "max") {
+  torchqat_test::run_ranks(2, [&](int rank, c10::intrusive_ptr<c10d::ProcessGroup> group) {
+    auto m = model(rank);
+    torchqat::calibrate(m, std::vector<at::Tensor>{torch::randn({4, 4})},
+                        torchqat::CalibrateOptions().method(method).progress(false).process_group(group));
+  });
+}
+torch::nn::Sequential linears(int64_t hidden) {
+  return torch::nn::Sequential(tqnn::QuantLinear(4, hidden), tqnn::QuantLinear(hidden, 4));
+}
 // One QuantLinear in a Sequential: the layer "0".
 torch::nn::Sequential quant_linear_model() { return torch::nn::Sequential(tqnn::QuantLinear(2, 2)); }
 
@@ -217,6 +229,21 @@ const std::map<std::string, std::function<void()>>& cases() {
       {"E230", [] { calibrate_tiny(torchqat::CalibrateOptions().method("kl")); }},
       {"E231", [] { calibrate_tiny(torchqat::CalibrateOptions().num_batches(0)); }},
       {"E249", [] { calibrate_tiny(torchqat::CalibrateOptions().method("auto").auto_batches(0)); }},
+      {"E300", [] {
+         calibrate_two_ranks([](int rank) {
+           auto m = linears(3);
+           if (rank == 1) m->push_back(tqnn::QuantLinear(4, 4));
+           return m;
+         });
+       }},
+      {"E301", [] {
+         calibrate_two_ranks([](int rank) {
+           if (rank == 0) return linears(3);
+           return torch::nn::Sequential(torch::nn::Identity(), tqnn::QuantLinear(4, 3), tqnn::QuantLinear(3, 4));
+         });
+       }},
+      {"E302", [] { calibrate_two_ranks([](int rank) { return linears(rank == 1 ? 2 : 3); }); }},
+      {"E303", [] { calibrate_two_ranks([](int) { return linears(3); }, "auto"); }},
       {"E256", [] { implicit_export("", torchqat::onnx::kDefaultCacheHeader); }},
       {"E257", [] { implicit_export("torchqat_error_table.onnx", "TRT-8XXX\nEntropyCalibration2"); }},
       {"E258", [] { implicit_export("torchqat_error_table.onnx", torchqat::onnx::kDefaultCacheHeader, {1, 2}); }},

@@ -8,6 +8,7 @@
 // (zeros seen before that count in bin 0). Per batch there is one small host read, the batch
 // max: it decides whether the range grows and refuses NaN/Inf data (c10::ValueError) before
 // any of it is counted. The counts stay on the data's device (histogram_abs op).
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -43,6 +44,10 @@ class HistogramCalibrator : public Calibrator {
   // Makes the range cover [0, vmax]: fixes the bin width on first use, else grows. Distributed
   // calibration calls it with the all-reduced batch max so every rank bins with one width.
   void reserve_range(double vmax);
+  // While no range is fixed, collect passes each batch max through agree and fixes the range from
+  // its result (distributed calibration: the max over every rank, calib::range_agreement), so all
+  // ranks bin with one width. Empty: the batch's own max.
+  void set_range_agreement(std::function<double(double)> agree) { agree_ = std::move(agree); }
   // Extends the histogram to num_bins bins of the current width (zeros appended).
   void grow_to(int64_t num_bins);
   // The most bins growth keeps (64 x num_bins): beyond it, pairs of bins merge and the width
@@ -67,6 +72,7 @@ class HistogramCalibrator : public Calibrator {
   bool skip_zeros_;
   at::Tensor hist_;
   double width_ = 0.0;
+  std::function<double(double)> agree_;
   int64_t pending_zeros_ = 0;  // zeros seen before any non-zero value fixed the bin width (counted in bin 0 then)
 };
 
