@@ -4,6 +4,7 @@
 
 #include "python/bindings.h"
 #include "torchqat/calib/amax_search.h"
+#include "torchqat/calib/distributed.h"
 #include "torchqat/calib/histogram_calibrator.h"
 #include "torchqat/calib/max_calibrator.h"
 #include "torchqat/calib/numpy_histogram.h"
@@ -72,6 +73,8 @@ void bind_calibrators(py::module_& m) {
         py::call_guard<py::gil_scoped_release>());
   m.def("amax_percentile", &calib::amax_percentile, py::arg("counts"), py::arg("width"), py::arg("percentile"),
         py::call_guard<py::gil_scoped_release>());
+  // HistogramCalibrator.sync's re-binning of a rank's counts onto the widest width.
+  m.def("rebin_counts", &calib::rebin_counts, py::arg("counts"), py::arg("width"), py::arg("new_width"));
   // pytorch-quantization's numpy histogram path (HistogramCalibrator(torch_hist=False)).
   m.def(
       "numpy_histogram_collect",

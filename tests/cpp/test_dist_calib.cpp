@@ -2,6 +2,7 @@
 // the batches each load the amax one process loads on all of them.
 // The c10d headers first: catch_torch.h must come after every torch header (c10's CHECK).
 #include "thread_group.h"
+#include "torchqat/calib/distributed.h"
 #include "torchqat/calibrate.h"
 #include "torchqat/nn/quant_linear.h"
 #include "torchqat/quantizers.h"
@@ -38,17 +39,18 @@ TEST_CASE("calibrate with a process group of two ranks loads the one-process ama
     torchqat::calibrate(single, dist_batches(), torchqat::CalibrateOptions().method(method).progress(false));
     const auto expected = amaxes(*single);
     std::vector<std::vector<at::Tensor>> got(2), alone(2);
+    // Models and batches are made here: seeding torch's one generator from two threads would race.
+    std::vector<torch::nn::Sequential> models{dist_model(), dist_model()}, own{dist_model(), dist_model()};
+    const auto all = dist_batches();
     torchqat_test::run_ranks(2, [&](int rank, c10::intrusive_ptr<c10d::ProcessGroup> group) {
-      const auto all = dist_batches();
       std::vector<at::Tensor> mine;
       for (size_t i = rank; i < all.size(); i += 2) mine.push_back(all[i]);
-      auto model = dist_model();
-      torchqat::calibrate(model, mine,
+      torchqat::calibrate(models[rank], mine,
                           torchqat::CalibrateOptions().method(method).progress(false).process_group(group));
-      got[rank] = amaxes(*model);
-      auto own = dist_model();  // without the group: this rank's half only
-      torchqat::calibrate(own, mine, torchqat::CalibrateOptions().method(method).progress(false));
-      alone[rank] = amaxes(*own);
+      got[rank] = amaxes(*models[rank]);
+      // Without the group: this rank's half only.
+      torchqat::calibrate(own[rank], mine, torchqat::CalibrateOptions().method(method).progress(false));
+      alone[rank] = amaxes(*own[rank]);
     });
     INFO(method);
     REQUIRE(got[0].size() == expected.size());
@@ -65,11 +67,13 @@ TEST_CASE("calibrate with a process group of two ranks loads the one-process ama
 TEST_CASE("calibrate refuses ranks whose models differ, on every rank", "[calibrate][distributed]") {
   int refused = 0;
   std::mutex m;
+  std::vector<torch::nn::Sequential> models{dist_model(), dist_model()};
+  models[1]->push_back(torchqat::nn::QuantLinear(torch::nn::LinearOptions(4, 4)));
+  const auto batches = dist_batches();
   torchqat_test::run_ranks(2, [&](int rank, c10::intrusive_ptr<c10d::ProcessGroup> group) {
-    auto model = dist_model();
-    if (rank == 1) model->push_back(torchqat::nn::QuantLinear(torch::nn::LinearOptions(4, 4)));
+    auto& model = models[rank];
     try {
-      torchqat::calibrate(model, dist_batches(), torchqat::CalibrateOptions().progress(false).process_group(group));
+      torchqat::calibrate(model, batches, torchqat::CalibrateOptions().progress(false).process_group(group));
     } catch (const c10::ValueError& e) {
       if (std::string(e.what()).find("ranks disagree on the number of quantizers") != std::string::npos) {
         std::lock_guard<std::mutex> lock(m);
@@ -78,4 +82,11 @@ TEST_CASE("calibrate refuses ranks whose models differ, on every rank", "[calibr
     }
   });
   CHECK(refused == 2);
+}
+
+TEST_CASE("rebin_counts moves each bin's count by its left edge onto the wider bins", "[calib][distributed]") {
+  // Edges 0, 1, 2, 3, 4 onto bins of width 2.5: the first three land in bin 0, the last two in bin 1.
+  const at::Tensor got = torchqat::calib::rebin_counts(torch::tensor({1, 2, 3, 4, 5}, at::kLong), 1.0, 2.5);
+  REQUIRE(torch::equal(got, torch::tensor({6, 9}, at::kLong)));
+  REQUIRE_THROWS_AS(torchqat::calib::rebin_counts(torch::tensor({1}, at::kLong), 2.0, 1.0), c10::ValueError);
 }

@@ -186,7 +186,7 @@ class HistogramCalibrator:
             warnings.warn(f"HistogramCalibrator.sync: ranks binned with different widths ({w_min} .. {w}); "
                           "re-binning onto the widest, which is approximate. Calibrate with torchqat.calibrate "
                           "to bin with one width on every rank.", stacklevel=2)
-            counts = _rebin(counts, mine, w)
+            counts = _C.rebin_counts(counts, mine, w)
         n = torch.tensor([counts.numel()], dtype=torch.long, device=dev)
         dist.all_reduce(n, op=dist.ReduceOp.MAX, group=group)
         full = torch.zeros(int(n.item()), dtype=torch.long, device=dev)
@@ -198,11 +198,3 @@ class HistogramCalibrator:
         return (f"HistogramCalibrator(num_bits={self._num_bits}, axis={self._axis}, unsigned={self._unsigned}, "
                 f"num_bins={self._num_bins}, skip_zeros={self._skip_zeros})")
 
-
-def _rebin(counts, width, new_width):
-    """Moves counts of bins of width into bins of new_width (>= width), by each bin's left edge."""
-    idx = torch.floor(torch.arange(counts.numel(), dtype=torch.float64, device=counts.device) * width /
-                      new_width).long()
-    out = torch.zeros(int(idx.max().item()) + 1, dtype=torch.long, device=counts.device)
-    out.index_add_(0, idx, counts)
-    return out
