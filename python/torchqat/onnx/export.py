@@ -55,6 +55,14 @@ def _opset_for(model, opset_version):
     return opset_version
 
 
+def _set_opset(proto, opset_version):
+    """The default domain at opset_version (21 for INT4 and blocked Q/DQ), which needs IR version 10."""
+    for o in proto.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = opset_version
+    proto.ir_version = max(proto.ir_version, 10)
+
+
 def _int4_zero_points(proto, weights, opset_version):
     """The 4-bit weight Q/DQ pairs (exported with int8 / uint8 placeholder zero points) read new INT4 /
     UINT4 zero points of their scale's shape, and the model gets the opset that has them (IR 10).
@@ -86,10 +94,7 @@ def _int4_zero_points(proto, weights, opset_version):
     if missing:
         raise RuntimeError(f"torchqat.onnx.export: no QuantizeLinear reads the weight {sorted(missing)[0]!r} "
                            "of a 4-bit weight quantizer; export the module whose forward uses its own weight")
-    for o in proto.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            o.version = opset_version
-    proto.ir_version = max(proto.ir_version, 10)
+    _set_opset(proto, opset_version)
 
 
 def _blocked_qdq(proto, opset_version):
@@ -127,10 +132,7 @@ def _blocked_qdq(proto, opset_version):
     keep = [o for o in proto.opset_import if o.domain != "torchqat"]
     del proto.opset_import[:]
     proto.opset_import.extend(keep)
-    for o in proto.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            o.version = opset_version
-    proto.ir_version = max(proto.ir_version, 10)
+    _set_opset(proto, opset_version)
 
 
 def export(model, args, f, opset_version=None, input_names=None, output_names=None, dynamic_axes=None,

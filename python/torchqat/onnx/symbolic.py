@@ -141,14 +141,18 @@ def fake_quant_e4m3_symbolic(g, x, amax, axis):
     return _qdq(g, x, amax, 448.0, torch.float8_e4m3fn, ch_axis, channels)
 
 
-def _qdq(g, x, amax, bound, zp_dtype, ch_axis, channels):
-    """QuantizeLinear -> DequantizeLinear with scale = amax / bound and a zero point of zp_dtype."""
-    # scale = amax / bound (fp32), a zero scale replaced; all of it folds into one initializer.
+def _scale(g, amax, bound):
+    """scale = amax / bound (fp32), a zero scale replaced; all of it folds into one initializer."""
     if amax.type().scalarType() != "Float":
         amax = g.op("Cast", amax, to_i=_FLOAT)
     scale = g.op("Div", amax, _const(g, torch.tensor(bound, dtype=torch.float32)))
     too_small = g.op("Less", scale, _const(g, torch.tensor(_MIN_NORMAL_FP32, dtype=torch.float32)))
-    scale = g.op("Where", too_small, _const(g, torch.tensor(ZERO_AMAX_SCALE, dtype=torch.float32)), scale)
+    return g.op("Where", too_small, _const(g, torch.tensor(ZERO_AMAX_SCALE, dtype=torch.float32)), scale)
+
+
+def _qdq(g, x, amax, bound, zp_dtype, ch_axis, channels):
+    """QuantizeLinear -> DequantizeLinear with scale = amax / bound and a zero point of zp_dtype."""
+    scale = _scale(g, amax, bound)
     if ch_axis is None:
         scale = g.op("Reshape", scale, _const(g, torch.tensor([], dtype=torch.int64)))
         zero_point = _const(g, torch.tensor(0, dtype=zp_dtype))
@@ -180,12 +184,7 @@ def fake_quant_blocked_symbolic(g, x, amax, block_size, num_bits, unsigned, narr
     if num_bits not in (4, 8):
         raise ValueError(f"torchqat ONNX export: {_where(g)} has num_bits={num_bits}; blocked Q/DQ is INT4 or INT8")
     block_size = _sh._get_const(block_size, "i", "block_size")
-    bound = float(_C.quant_bound(num_bits, unsigned))
-    if amax.type().scalarType() != "Float":
-        amax = g.op("Cast", amax, to_i=_FLOAT)
-    scale = g.op("Div", amax, _const(g, torch.tensor(bound, dtype=torch.float32)))
-    too_small = g.op("Less", scale, _const(g, torch.tensor(_MIN_NORMAL_FP32, dtype=torch.float32)))
-    scale = g.op("Where", too_small, _const(g, torch.tensor(ZERO_AMAX_SCALE, dtype=torch.float32)), scale)
+    scale = _scale(g, amax, float(_C.quant_bound(num_bits, unsigned)))
     x_type = x.type().scalarType() if x.type() is not None else None
     if x_type in _CAST_BACK:
         x = g.op("Cast", x, to_i=_FLOAT)
